@@ -1,0 +1,3 @@
+from deepscope.data.dataset import Dataset, batches
+
+__all__ = ["Dataset", "batches"]

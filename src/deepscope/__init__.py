@@ -1,14 +1,32 @@
-"""deepscope: theory-backed diagnostics for trained neural networks."""
+"""deepscope: theory-backed diagnostics for trained neural networks.
+
+The flat API: verbs first (train, load, probes), then building blocks and result types.
+Sub-packages hold the details: ``deepscope.data``, ``deepscope.nets``, ``deepscope.train``,
+``deepscope.weights``, ``deepscope.report``.
+"""
+from deepscope.data import Dataset, load_dataset
 from deepscope.errors import (CheckpointError, ConfigError, DataError, DeepscopeError,
                               ModelError, ShapeError, TrainingDivergedError,
                               UntrustedPickleError)
+from deepscope.nets import build_model, load_model
 from deepscope.result import Result
+from deepscope.train import Callback, TrainConfig, TrainResult, evaluate, train
+from deepscope.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from deepscope.workflows import train_and_save
 
 __version__ = "0.1.0"
 
+load = load_checkpoint
+"""``deepscope.load(path)``: rebuild model, dataset spec and loss from a checkpoint."""
+
 __all__ = [
+    # verbs
+    "train", "train_and_save", "evaluate", "load", "load_checkpoint", "save_checkpoint",
+    "load_dataset", "build_model", "load_model",
+    # configuration and callbacks
+    "TrainConfig", "Callback",
     # result types
-    "Result",
+    "Result", "TrainResult", "Checkpoint", "Dataset",
     # errors
     "DeepscopeError", "ConfigError", "ShapeError", "DataError", "CheckpointError",
     "UntrustedPickleError", "TrainingDivergedError", "ModelError",

@@ -1,0 +1,222 @@
+"""The ``deepscope`` command line: parse arguments, call the public API, print or write.
+
+Exit codes: 0 ok; 1 internal error; 2 bad input (one line on stderr, no traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from deepscope.errors import ConfigError, DeepscopeError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line and exits 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        self.exit(2, f"deepscope: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def _add_output(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                   help="how to print the result (default: table)")
+    p.add_argument("--out", type=Path, default=None, help="write tables, summary and figures here")
+
+
+# --------------------------------------------------------------------------- train
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a built-in network and write a checkpoint")
+    a = p.add_argument_group("architecture")
+    a.add_argument("--arch", default="mlp", help="mlp | cnn | resnet | lstm (default mlp)")
+    a.add_argument("--widths", type=_ints, help="MLP hidden widths, e.g. 512,512")
+    a.add_argument("--activation", help="relu | tanh | gelu")
+    a.add_argument("--dropout", type=float)
+    a.add_argument("--batchnorm", action="store_true", default=None)
+    a.add_argument("--no-bias", dest="bias", action="store_false", default=None)
+    a.add_argument("--width", type=float, help="CNN width multiplier / ResNet base width")
+    a.add_argument("--blocks", type=_ints, help="ResNet blocks per stage, e.g. 2,2,2")
+    a.add_argument("--hidden", type=int, help="LSTM hidden size")
+    a.add_argument("--init", help="default | he | glorot | orthogonal")
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", default="digits",
+                   help="digits | mnist1d | teacher | polyreg | gaussian-mixture | "
+                        "mnist-idx | cifar10 (default digits)")
+    d.add_argument("--data-path", help="folder of the MNIST IDX / CIFAR-10 files")
+    d.add_argument("--n-train", type=int)
+    d.add_argument("--label-noise", type=float)
+    d.add_argument("--random-labels", action="store_true", default=None)
+    d.add_argument("--no-standardize", dest="standardize", action="store_false", default=None)
+    o = p.add_argument_group("optimization")
+    o.add_argument("--optimizer", default="sgd",
+                   help="sgd | adagrad | rmsprop | adam | adamw (default sgd)")
+    o.add_argument("--lr", type=float, default=0.1)
+    o.add_argument("--momentum", type=float)
+    o.add_argument("--nesterov", action="store_true", default=None)
+    o.add_argument("--weight-decay", type=float)
+    o.add_argument("--batch-size", type=int, default=32)
+    o.add_argument("--epochs", type=int, default=20)
+    o.add_argument("--target-loss", type=float, help="stop once the train loss reaches this")
+    o.add_argument("--schedule", help="constant | step | cosine")
+    o.add_argument("--warmup-epochs", type=int)
+    o.add_argument("--clip-grad-norm", type=float)
+    o.add_argument("--averaging", help="none | polyak | ema")
+    o.add_argument("--loss", help="cross_entropy | mse (default: by task)")
+    o.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write")
+    p.add_argument("--no-init-weights", action="store_true",
+                   help="do not store the initial weights in the checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=_cmd_train)
+
+
+def _spec_from_args(args) -> tuple[dict, dict, dict]:
+    arch = {"arch": args.arch}
+    for key, val in (("widths", args.widths), ("activation", args.activation),
+                     ("dropout", args.dropout), ("batchnorm", args.batchnorm),
+                     ("bias", args.bias), ("init", args.init), ("blocks", args.blocks),
+                     ("hidden", args.hidden)):
+        if val is not None:
+            arch[key] = val
+    if args.width is not None:
+        arch["width"] = args.width if args.arch == "cnn" else int(args.width)
+    data = {"name": args.dataset, "seed": args.seed}
+    for key, val in (("n_train", args.n_train), ("label_noise", args.label_noise),
+                     ("random_labels", args.random_labels), ("standardize", args.standardize),
+                     ("path", args.data_path)):
+        if val is not None:
+            data[key] = val
+    if args.dataset in ("digits", "mnist1d", "mnist-idx") and args.arch != "mlp":
+        data["flat"] = False
+    train = {"optimizer": args.optimizer, "lr": args.lr, "batch_size": args.batch_size,
+             "epochs": args.epochs, "seed": args.seed}
+    for key, val in (("momentum", args.momentum), ("nesterov", args.nesterov),
+                     ("weight_decay", args.weight_decay), ("target_loss", args.target_loss),
+                     ("schedule", args.schedule), ("warmup_epochs", args.warmup_epochs),
+                     ("clip_grad_norm", args.clip_grad_norm), ("averaging", args.averaging),
+                     ("loss", args.loss)):
+        if val is not None:
+            train[key] = val
+    return arch, data, train
+
+
+def _cmd_train(args) -> int:
+    from deepscope.workflows import train_and_save
+    arch, data, train = _spec_from_args(args)
+    run = train_and_save(arch, data, train, args.output, progress=not args.quiet,
+                         include_init=not args.no_init_weights)
+    if args.format == "json":
+        print(json.dumps({"checkpoint": str(args.output), "metrics": run.metrics},
+                         indent=2, default=str))
+    else:
+        m = run.metrics
+        print(f"wrote {args.output}")
+        print(", ".join(f"{k}={m[k]:.4g}" if isinstance(m.get(k), float) else f"{k}={m[k]}"
+                        for k in ("epochs_run", "train_loss", "train_acc", "test_loss",
+                                  "test_acc") if k in m))
+    return 0
+
+
+# --------------------------------------------------------------------------- info
+
+def _add_info(sub) -> None:
+    p = sub.add_parser("info", help="show a checkpoint's specs, metrics and parameter count")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.set_defaults(func=_cmd_info)
+
+
+def _cmd_info(args) -> int:
+    from deepscope.train.checkpoint import load_checkpoint
+    ck = load_checkpoint(args.checkpoint)
+    info = {"path": str(ck.path), "parameters": ck.num_parameters(), "arch": ck.arch,
+            "dataset": ck.dataset_spec, "train": ck.train_config, "seed": ck.seed,
+            "metrics": ck.metrics, "has_init_weights": ck.init_params is not None}
+    if args.format == "json":
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    width = max(len(k) for k in info)
+    for k, v in info.items():
+        if isinstance(v, dict):
+            v = ", ".join(f"{kk}={vv}" for kk, vv in v.items() if vv is not None)
+        print(f"{k:<{width}}  {v}")
+    return 0
+
+
+# --------------------------------------------------------------------------- demo
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="train a small net on digits, run every probe, write a report")
+    p.add_argument("--out", type=Path, default=Path("deepscope-demo"))
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_demo)
+
+
+def _cmd_demo(args) -> int:
+    from deepscope.demo import run_demo
+    page = run_demo(args.out, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
+    print(f"report: {page}")
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+def build_parser() -> argparse.ArgumentParser:
+    from deepscope import __version__
+    parser = _Parser(prog="deepscope",
+                     description="Theory-backed diagnostics for trained neural networks.")
+    parser.add_argument("--version", action="version", version=f"deepscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+_COMMANDS = [_add_train, _add_info, _add_demo]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except DeepscopeError as exc:
+        print(f"deepscope: error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        print(f"deepscope: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepscope: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # internal error: one line, traceback with DEEPSCOPE_DEBUG=1
+        if os.environ.get("DEEPSCOPE_DEBUG"):
+            raise
+        print(f"deepscope: internal error: {type(exc).__name__}: {exc} "
+              f"(set DEEPSCOPE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

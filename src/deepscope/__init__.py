@@ -10,7 +10,8 @@ from deepscope.errors import (CheckpointError, ConfigError, DataError, Deepscope
                               UntrustedPickleError)
 from deepscope.nets import build_model, load_model
 from deepscope.result import Result
-from deepscope.train import Callback, TrainConfig, TrainResult, evaluate, train
+from deepscope import train  # the subpackage; callable: deepscope.train(model, data, config)
+from deepscope.train import Callback, TrainConfig, TrainResult, evaluate
 from deepscope.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from deepscope.workflows import train_and_save
 

@@ -134,3 +134,10 @@ def test_callback_argument_validation():
     ds = make_linreg()
     res = train(linear(), ds, epochs=1, callbacks=Counter(), progress=False)  # single callback
     assert res.metrics["epochs_run"] == 1
+
+
+def test_stop_requested_before_training(linreg):
+    res = train(linear(), linreg, epochs=5, progress=False,
+                callbacks=[LambdaCallback(on_train_begin=lambda s: s.request_stop("dry run"))])
+    assert res.metrics["steps"] == 0 and res.metrics["epochs_run"] == 0
+    assert res.metrics["stop_reason"] == "dry run" and len(res.history) == 1

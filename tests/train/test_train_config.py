@@ -106,3 +106,11 @@ def test_train_rejects_bad_arguments(linreg):
         train(torch.nn.Linear(8, 1), linreg, loss="cross_entropy", epochs=1, progress=False)
     with pytest.raises(ConfigError, match="callbacks must be Callback instances"):
         train(torch.nn.Linear(8, 1), linreg, callbacks=[print], epochs=1, progress=False)
+
+
+def test_numpy_scalars_accepted_and_normalized():
+    import numpy as np
+    c = TrainConfig(lr=np.float32(0.5), batch_size=np.int64(16), shuffle=np.bool_(False))
+    assert type(c.lr) is float and type(c.batch_size) is int and c.shuffle is False
+    import json
+    json.dumps(c.to_dict())

@@ -76,7 +76,7 @@ def test_epoch0_row_is_initial_metrics(logreg):
 def test_regression_accuracy_is_nan(linreg):
     res = train(linear(), linreg, epochs=1, lr=0.05, progress=False)
     assert res.history["train_acc"].isna().all() and res.history["test_acc"].isna().all()
-    assert res.metrics["loss"] == "mse"
+    assert res.metrics["loss_name"] == "mse"
 
 
 OPTIMIZERS = {
@@ -222,7 +222,7 @@ def test_progress_bar_runs(linreg, capsys):
 
 def test_deferred_divergence_check_names_exact_step(logreg, monkeypatch):
     """The accelerator path (losses kept on device, checked once per epoch), run on CPU."""
-    import deepscope.train.loop as loop
+    from deepscope.train import loop  # (`deepscope.train` the attribute is the function)
     monkeypatch.setattr(loop, "_check_loss_each_step", lambda device: False)
 
     def arm(s):
@@ -235,3 +235,21 @@ def test_deferred_divergence_check_names_exact_step(logreg, monkeypatch):
     assert (info.value.epoch, info.value.step) == (2, 11)
     res = train(InfModel(), logreg, epochs=2, progress=False)  # finite run still works
     assert res.metrics["steps"] == 16
+
+
+def test_drop_last_and_too_large_batch(linreg):
+    res = train(linear(), linreg, {"epochs": 2, "batch_size": 50, "drop_last": True,
+                                   "lr": 0.05}, progress=False)
+    assert res.metrics["steps"] == 2 * (128 // 50)
+    res = train(linear(), linreg, epochs=2, batch_size=50, lr=0.05, progress=False)
+    assert res.metrics["steps"] == 2 * 3
+    from deepscope.errors import ConfigError
+    with pytest.raises(ConfigError, match="batch_size must be <= the 128 training examples"):
+        train(linear(), linreg, epochs=1, batch_size=500, drop_last=True, progress=False)
+
+
+def test_mse_on_class_labels_trains_with_one_hot_targets(logreg):
+    res = train(linear(d_out=2), logreg, loss="mse", epochs=5, lr=0.05, progress=False)
+    assert res.metrics["loss_name"] == "mse"
+    assert res.history["train_loss"].iloc[-1] < res.history["train_loss"].iloc[0]
+    assert res.metrics["train_acc"] > 0.8

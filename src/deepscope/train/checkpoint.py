@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from deepscope._io import atomic_write, json_meta, read_safetensors_metadata
 from deepscope.errors import CheckpointError, DeepscopeError
+from deepscope.result import _jsonable
 
 __all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "is_checkpoint",
            "FORMAT_VERSION", "INIT_PREFIX"]
@@ -59,7 +60,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, arch: Mapping | None 
     for key, value in (("arch", arch), ("dataset", dataset), ("train", train),
                        ("seed", seed), ("metrics", metrics)):
         if value is not None:
-            meta[key] = json.dumps(value, sort_keys=True, default=_json_default)
+            meta[key] = json.dumps(_jsonable(value), sort_keys=True, default=_json_default,
+                                   allow_nan=False)
     with atomic_write(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
@@ -105,11 +107,13 @@ class Checkpoint:
 
     @property
     def loss_name(self) -> str:
-        loss = (self.train_config or {}).get("loss")
+        """The loss the model was trained with: the config's, the recorded one, or by task."""
+        loss = (self.train_config or {}).get("loss") or self.metrics.get("loss_name")
         if loss:
             return loss
-        task = (self.dataset_spec or {}).get("task", "classification")
-        return "mse" if task == "regression" else "cross_entropy"
+        if self.dataset_spec is None:
+            return "cross_entropy"
+        return "mse" if self.dataset().task == "regression" else "cross_entropy"
 
     @property
     def loss_fn(self):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from deepscope.errors import ConfigError, unknown_name
@@ -30,11 +32,12 @@ _BETAS_OPTIMIZERS = ("adam", "adamw")
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    # numbers.Integral also admits numpy integers (sweep grids, DataFrame rows)
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
 
 @dataclass
@@ -123,11 +126,13 @@ class TrainConfig:
         if not ok_type:
             extra = " or None" if optional else ""
             raise ConfigError(f"{key} must be {kind}{extra}, got {v!r} ({type(v).__name__})")
-        if not integer:
+        if integer:
+            v = int(v)
+        else:
             v = float(v)
             if not math.isfinite(v):
                 raise ConfigError(f"{key} must be finite, got {v!r}")
-            setattr(self, key, v)
+        setattr(self, key, v)
         bad_low = low is not None and (v <= low if low_open else v < low)
         bad_high = high is not None and (v >= high if high_open else v > high)
         if bad_low or bad_high:
@@ -138,8 +143,9 @@ class TrainConfig:
 
     def _check_bool(self, key: str) -> None:
         v = getattr(self, key)
-        if not isinstance(v, bool):
+        if not isinstance(v, (bool, np.bool_)):
             raise ConfigError(f"{key} must be True or False, got {v!r} ({type(v).__name__})")
+        setattr(self, key, bool(v))
 
     def _validate(self) -> None:
         self._check_name("optimizer", OPTIMIZERS)

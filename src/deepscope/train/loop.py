@@ -67,9 +67,11 @@ class TrainResult:
             in eval mode.
         history: DataFrame, one row per evaluated epoch (see :mod:`deepscope.train.loop`).
         metrics: the final history row plus ``epochs_run``, ``steps``, ``stopped_early``,
-            ``stop_reason`` and ``loss`` (the loss name); JSON-serializable.
+            ``stop_reason`` and ``loss_name`` (the loss actually used: ``config.loss`` or the
+            task's default); JSON-serializable (NaN accuracies for regression).
         init_params: ``name -> tensor`` clones of the parameters before the first step.
         config: the :class:`TrainConfig` used (overrides applied).
+        dataset: the :class:`deepscope.data.Dataset` trained on (loaded when given by name).
     """
 
     model: nn.Module
@@ -77,6 +79,7 @@ class TrainResult:
     metrics: dict[str, Any]
     init_params: dict[str, Tensor]
     config: TrainConfig
+    dataset: Any = None
 
     def __repr__(self) -> str:
         m = self.metrics
@@ -297,6 +300,8 @@ class _Run:
         try:
             self._postfix(bar, row)
             for epoch in bar:
+                if state.stop:  # requested in on_train_begin
+                    break
                 state.epoch, state._logged = epoch, False
                 state.row = {}
                 for hook in self.hooks["on_epoch_begin"]:
@@ -324,10 +329,11 @@ class _Run:
                                          f"{row['train_loss']:.6g} <= {cfg.target_loss:g}")
                     break
                 if state.stop:
-                    state.stop_reason = state.stop_reason or "stopped by a callback"
                     break
         finally:
             bar.close()
+        if state.stop and not reached:
+            state.stop_reason = state.stop_reason or "stopped by a callback"
         for hook in self.hooks["on_train_end"]:
             hook(state)
         return self._result(init_params, stopped=reached or state.stop)
@@ -360,9 +366,9 @@ class _Run:
         model.eval()
         metrics.update(epochs_run=int(state.history[-1]["epoch"]), steps=int(state.step),
                        stopped_early=bool(stopped), stop_reason=state.stop_reason,
-                       loss=self.loss_name)
+                       loss_name=self.loss_name)
         return TrainResult(model=model, history=history, metrics=metrics,
-                           init_params=init_params, config=cfg)
+                           init_params=init_params, config=cfg, dataset=self.dataset)
 
 
 def _plain(v: Any) -> Any:

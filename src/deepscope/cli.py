@@ -177,6 +177,84 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- spectra
+
+def _add_spectra(sub) -> None:
+    p = sub.add_parser("spectra", help="heavy-tailed self-regularization analysis of weights")
+    p.add_argument("model", type=Path, help="deepscope checkpoint, .safetensors, .pt state "
+                   "dict or Hugging Face model directory")
+    p.add_argument("--layers", action="append", default=None,
+                   help="layer name, 're:REGEX' or type name (repeatable)")
+    p.add_argument("--conv", choices=("slices", "reshape"), default="slices")
+    p.add_argument("--no-conv2d-norm", dest="conv2d_norm", action="store_false",
+                   help="raw Conv2d eigenvalues (default: halved, as weightwatcher)")
+    p.add_argument("--min-tail", type=int, help="minimum power-law tail size")
+    p.add_argument("--bootstrap", type=int, default=0,
+                   help="bootstrap resamples for the alpha confidence interval")
+    p.add_argument("--ci-level", type=float, default=0.9)
+    p.add_argument("--truncated", action="store_true", help="also fit a truncated power law")
+    p.add_argument("--randomize", action="store_true",
+                   help="randomized-weights comparison (correlation traps)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--float64", action="store_true", help="eigenvalues in float64")
+    p.add_argument("--device", help="where to compute eigenvalues (cpu, cuda, ...)")
+    p.add_argument("--streaming", action="store_true",
+                   help="read one tensor at a time (peak memory ~ one layer)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="allow unpickling a whole module from a .pt file (runs its code)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_output(p)
+    p.set_defaults(func=_cmd_spectra)
+
+
+_SPECTRA_TABLE_COLUMNS = ("layer", "type", "N", "M", "num_evals", "lambda_max", "alpha",
+                          "alpha_ci_low", "alpha_ci_high", "ks_distance", "num_tail",
+                          "fit_status", "alpha_weighted", "log_norm", "stable_rank",
+                          "num_spikes", "mp_softrank", "phase", "num_traps", "note")
+
+
+def _cmd_spectra(args) -> int:
+    import torch
+    from deepscope.weights import spectra
+    if args.bootstrap < 0:
+        raise ConfigError(f"--bootstrap must be >= 0, got {args.bootstrap}")
+    res = spectra(args.model, layers=args.layers, conv=args.conv, min_tail=args.min_tail,
+                  bootstrap=args.bootstrap, ci_level=args.ci_level, truncated=args.truncated,
+                  randomize=args.randomize, seed=args.seed,
+                  dtype=torch.float64 if args.float64 else torch.float32, device=args.device,
+                  streaming=args.streaming, conv2d_norm=args.conv2d_norm,
+                  trust_pickle=args.trust_pickle, progress=not args.quiet)
+    if args.out is not None:
+        from deepscope.report.spectra import save_spectra
+        save_spectra(res, args.out)
+    cols = [c for c in _SPECTRA_TABLE_COLUMNS if c in res.table]
+    _print_result(res, args.format, cols)
+    return 0
+
+
+def _print_result(res, fmt: str, cols=None) -> None:
+    if fmt == "json":
+        print(res.to_json())
+    elif fmt == "csv":
+        print(res.to_csv(), end="")
+    else:
+        import pandas as pd
+        table = (res.table[list(cols)] if cols else res.table).copy()
+        text_cols = table.select_dtypes(include="object").columns
+        table[text_cols] = table[text_cols].fillna("-")
+        with pd.option_context("display.width", 250, "display.max_columns", 60,
+                               "display.max_rows", 500, "display.max_colwidth", 40,
+                               "display.float_format", "{:.4g}".format):
+            print(table.to_string(index=False, na_rep="-"))
+        print()
+        for k, v in res.summary.items():
+            if isinstance(v, dict):
+                v = ", ".join(f"{kk}={vv}" for kk, vv in v.items() if vv)
+            elif isinstance(v, float):
+                v = f"{v:.4g}"
+            print(f"{k}: {v}")
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -190,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = [_add_train, _add_info, _add_demo]
+_COMMANDS = [_add_train, _add_info, _add_spectra, _add_demo]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         print(f"deepscope: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `deepscope spectra M | head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("deepscope: interrupted", file=sys.stderr)
         return 130

@@ -46,7 +46,32 @@ def _training_section(ctx: DemoContext) -> Section:
                    figures=[("loss and accuracy per epoch", plot_training(r))])
 
 
-DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [_training_section]
+def _spectra_section(ctx: DemoContext) -> Section:
+    from deepscope.report.spectra import plot_alpha_by_layer, plot_esd, plot_overview
+    from deepscope.weights import spectra
+    r = spectra(ctx.model, bootstrap=200, randomize=True, seed=ctx.seed,
+                progress=ctx.progress)
+    cols = ["layer", "type", "N", "M", "lambda_max", "alpha", "alpha_ci_low", "alpha_ci_high",
+            "ks_distance", "num_tail", "fit_status", "alpha_weighted", "log_norm",
+            "stable_rank", "mp_sigma", "num_spikes", "mp_softrank", "num_traps", "phase"]
+    s = r.summary
+    summary = {k: s[k] for k in ("alpha", "alpha_weighted", "log_norm", "log_alpha_norm",
+                                 "log_spectral_norm", "stable_rank", "num_fitted",
+                                 "num_failed", "num_skipped")}
+    summary["phases"] = ", ".join(f"{k}: {v}" for k, v in s["phase_counts"].items() if v)
+    text = ("Heavy-tailed self-regularization (Martin & Mahoney): the eigenvalues of WᵀW per "
+            "layer, a power-law fit of the tail (Clauset MLE, 90% bootstrap interval), the "
+            "Marchenko-Pastur bulk and its spikes, and the phase of training. No data needed.")
+    figures = [("ESD per layer with power-law fit and MP bulk", plot_overview(r)),
+               ("alpha per layer, colored by phase", plot_alpha_by_layer(r))]
+    analyzed = [l for l in r.table["layer"] if l in r.evals]
+    if analyzed:
+        figures.append((f"ESD of {analyzed[0]}", plot_esd(r, analyzed[0])))
+    return Section("Weight spectra", text=text, summary=summary,
+                   tables=[("per-layer spectra", r.table[cols])], figures=figures)
+
+
+DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [_training_section, _spectra_section]
 
 
 def run_demo(out: str | Path = "deepscope-demo", *, epochs: int = 15, seed: int = 0,

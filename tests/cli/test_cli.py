@@ -77,3 +77,35 @@ def test_help_lists_commands():
     assert r.returncode == 0
     for cmd in ("train", "info", "demo"):
         assert cmd in r.stdout
+
+
+def test_spectra_table_json_csv_and_out(trained, tmp_path):
+    out, _ = trained
+    r = run("spectra", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "fc1" in r.stdout and "phase" in r.stdout and "alpha:" in r.stdout
+    r = run("spectra", out, "--quiet", "--format", "json", "--bootstrap", "20",
+            "--out", tmp_path / "spec")
+    d = json.loads(r.stdout)
+    assert [row["layer"] for row in d["table"]] == ["fc1", "fc2", "out"]
+    assert d["table"][0]["type"] == "Linear"
+    assert (tmp_path / "spec" / "spectra.csv").exists()
+    assert (tmp_path / "spec" / "figures" / "overview.png").exists()
+    assert (tmp_path / "spec" / "figures" / "esd_fc1.png").exists()
+    r = run("spectra", out, "--quiet", "--format", "csv", "--layers", "fc1")
+    assert r.stdout.splitlines()[0].startswith("layer,type,N,M")
+    assert len(r.stdout.strip().splitlines()) == 2
+
+
+def test_spectra_bad_inputs_exit_2(tmp_path):
+    import torch
+    from torch import nn
+    path = tmp_path / "whole.pt"
+    torch.save(nn.Sequential(nn.Linear(20, 20)), path)
+    for args, needle in (([path], "trust-pickle"), ([tmp_path / "nope.pt"], "no such file"),
+                         ([path, "--trust-pickle", "--layers", "zzz"], "zzz")):
+        r = run("spectra", *args, "--quiet")
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr and needle in r.stderr
+    r = run("spectra", path, "--trust-pickle", "--quiet", "--format", "json")
+    assert r.returncode == 0, r.stderr

@@ -16,28 +16,28 @@ in ``dtype`` (float32 by default, float64 on request). Two solvers:
   ``eps·λ_max``. In float32 that is ~1e-7·λ_max, so eigenvalues below ~1e-5·λ_max lose their
   relative accuracy (a rank-deficient matrix shows noise instead of ~0); in float64 the error
   (~1e-15·λ_max) is below the float32 storage precision of typical weights.
-* ``"auto"`` (default): Gram in float64; in float32 Gram only when ``N >= 4·M`` (a generic
-  tall matrix has no eigenvalues near 0: the Marchenko-Pastur lower edge is >= λ+/9 at
-  Q = 4), SVD otherwise. Everything used for HT-SR metrics (tail fit, norms, MP bulk) is far
-  above the float32 Gram noise floor; to count near-zero eigenvalues of tall, rank-collapsed
-  layers use ``dtype=torch.float64`` or ``method="svd"``.
+* ``"auto"`` (default): the Gram path. The HT-SR quantities (tail fit, norms, MP bulk
+  quantiles, spikes) live far above the float32 Gram noise floor (~1e-7·λ_max), which is why
+  float32 is the default; what the floor does touch is the very bottom of a square layer's
+  spectrum (the MP law at Q = 1 reaches 0: about 0.1 % of its eigenvalues lie below
+  2e-6·λ_max) and near-zero eigenvalues of rank-deficient layers, which come out as noise
+  of that size instead of ~0 (the rank-collapse rule allows for it). For those use
+  ``dtype=torch.float64`` (Gram, error ~1e-15·λ_max) or ``method="svd"``. Tests check the
+  top of every spectrum and the whole spectrum relative to λ_max against float64 numpy SVD.
 
-Timings (CPU, torch 2.13, 1 thread, a shared and busy machine: min of 3 runs for 64 x 512²,
-one run for 4096²; eigenvalues() on a batch of 64 512x512 / one 4096x4096 / one 4096x512):
+Timings (CPU, torch 2.13 with MKL, 2 threads; best of 3; see also
+``benchmarks/spectra_vs_weightwatcher.py``):
 
-=========================  ==========  =========  =========
-solver                     64 x 512²   4096²      4096x512
-=========================  ==========  =========  =========
-float32 SVD (auto, Q < 4)  1.8 s       24.8 s     65 ms
-float32 Gram               0.9 s       4.8 s      26 ms (auto)
-float64 SVD                2.8 s       ~70 s      106 ms
-float64 Gram (auto)        2.0 s       7.9 s      50 ms
-scipy svdvals float64      2.3 s       27.2 s     136 ms
-=========================  ==========  =========  =========
+====================  ===========  ===========  ==========  ============  ===========
+solver                24 x 256²    24 x 768²    6 x 3072x768  30522x768   4096²
+====================  ===========  ===========  ==========  ============  ===========
+float32 SVD           0.091 s      1.05 s       0.59 s      0.55 s        8.3 s
+float32 Gram (auto)   0.042 s      0.61 s       0.24 s      0.21 s        2.3 s
+float64 Gram          0.085 s      1.27 s       0.49 s      0.58 s        3.9 s
+====================  ===========  ===========  ==========  ============  ===========
 
-(4096x512 column: 2 threads on a quiet machine; float64 SVD of 4096² with 2 threads, busy.)
-scipy float64 is weightwatcher's CPU path. On CPU the float64 Gram is about as fast as the
-float32 SVD and far more accurate: prefer ``dtype=torch.float64`` there when in doubt.
+scipy's float64 ``svdvals`` (weightwatcher's CPU path) takes about as long as the float64
+SVD and more than the float64 Gram.
 """
 from __future__ import annotations
 
@@ -54,14 +54,11 @@ from deepscope.weights.matrices import LayerMatrices
 __all__ = ["eigenvalues", "randomize_matrix", "EIG_METHODS"]
 
 EIG_METHODS = ("auto", "svd", "gram")
-GRAM_RATIO = 4  # "auto" in float32 uses the Gram when N >= GRAM_RATIO * M
 _CHUNK_ELEMENTS = 1 << 25  # ~128 MiB of float32 per batched call
 
 
 def _use_gram(n: int, m: int, dtype: torch.dtype, method: str) -> bool:
-    if method != "auto":
-        return method == "gram"
-    return dtype == torch.float64 or n >= GRAM_RATIO * m
+    return method in ("auto", "gram")
 
 
 def _solve(stack: Tensor, method: str) -> np.ndarray:
@@ -104,8 +101,10 @@ def eigenvalues(layers: Iterable[LayerMatrices], *, dtype: torch.dtype = torch.f
             ``iter_layer_matrices``); skipped rows are ignored.
         dtype: compute precision, ``torch.float32`` (default) or ``torch.float64``.
         device: where to compute; None = where each layer's weights are.
-        batch: stack same-shape matrices across layers into one call (False: one call per
-            matrix; same numbers up to rounding).
+        batch: solve matrices together across layers: with the Gram path every matrix of
+            the same M (any N) joins one batched ``eigvalsh`` of the M x M Grams; with SVD,
+            matrices of the same (N, M). False: one call per matrix (same numbers up to
+            rounding).
         method: ``"auto"``, ``"svd"`` or ``"gram"`` (see the module docstring).
 
     Returns:
@@ -118,42 +117,49 @@ def eigenvalues(layers: Iterable[LayerMatrices], *, dtype: torch.dtype = torch.f
     dev = None if device is None else torch.device(device)
     rows = _rows(layers)
     parts: dict[str, list[np.ndarray]] = {r.name: [] for r in rows}
+    gram = _use_gram(0, 0, dtype, method)
+    # Gram path: WᵀW is M x M whatever N is, so every matrix with the same M (and device)
+    # joins one batched eigvalsh; the Grams are formed one layer at a time (no copy of the
+    # weights into a stack). SVD path: batch by the full shape (N, M).
     groups: dict[tuple, list[tuple[str, Tensor]]] = defaultdict(list)
-    for r in rows:
-        mats = r.matrices
-        if mats.shape[1:] != (r.N, r.M):
-            raise ShapeError(f"layer {r.name!r}: expected matrices of shape (k, {r.N}, {r.M}), "
-                             f"got {tuple(mats.shape)}")
-        target = dev if dev is not None else mats.device
-        if not batch:
-            for w in mats:
-                parts[r.name].append(_solve(w.to(target, dtype).unsqueeze(0), method))
-            continue
-        groups[(r.N, r.M, target)].append((r.name, mats))
+    sizes: dict[tuple, int] = defaultdict(int)
+
+    def flush(key) -> None:
+        items = groups.pop(key, [])
+        sizes.pop(key, None)
+        if not items:
+            return
+        stack = torch.cat([t for _, t in items])
+        if gram:
+            ev = torch.linalg.eigvalsh(stack).clamp_min_(0).to("cpu", torch.float64).numpy()
+        else:
+            ev = _solve(stack, method)
+        i = 0
+        for name, t in items:
+            parts[name].append(ev[i:i + t.shape[0]])
+            i += t.shape[0]
+
     with torch.no_grad():
-        for (n, m, target), items in groups.items():
-            for chunk in _chunks(items, n * m):
-                stack = torch.cat([w.to(target, dtype) for _, w in chunk])
-                ev = _solve(stack, method)
-                i = 0
-                for name, w in chunk:
-                    parts[name].append(ev[i:i + w.shape[0]])
-                    i += w.shape[0]
-                del stack
+        for r in rows:
+            mats = r.matrices
+            if mats.shape[1:] != (r.N, r.M):
+                raise ShapeError(f"layer {r.name!r}: expected matrices of shape (k, {r.N}, "
+                                 f"{r.M}), got {tuple(mats.shape)}")
+            target = dev if dev is not None else mats.device
+            w = mats.to(target, dtype)
+            if not batch:
+                for one in w:
+                    parts[r.name].append(_solve(one.unsqueeze(0), method))
+                continue
+            item = w.mT @ w if gram else w
+            key = (r.M, target) if gram else (r.N, r.M, target)
+            groups[key].append((r.name, item))
+            sizes[key] += item.numel()
+            if sizes[key] > _CHUNK_ELEMENTS:
+                flush(key)
+        for key in list(groups):
+            flush(key)
     return {name: np.sort(np.concatenate(p, axis=None)) for name, p in parts.items()}
-
-
-def _chunks(items: list, per_matrix: int):
-    chunk, size = [], 0
-    for item in items:
-        k = item[1].shape[0] * per_matrix
-        if chunk and size + k > _CHUNK_ELEMENTS:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(item)
-        size += k
-    if chunk:
-        yield chunk
 
 
 def randomize_matrix(W: Tensor, generator: torch.Generator | int) -> Tensor:

@@ -192,6 +192,14 @@ def check_limits(conv: str, min_dim: int, min_evals: int, max_dim: int | None) -
         raise ConfigError(f"max_dim must be None or an integer >= 1, got {max_dim!r}")
 
 
+def _all_finite(t: Tensor) -> bool:
+    """Fast check: a single reduction (no boolean copy); a NaN/inf entry makes the sum
+    non-finite. A finite-entry sum can still overflow to inf: then count exactly."""
+    with torch.no_grad():
+        total = t.detach().sum()
+    return bool(torch.isfinite(total))
+
+
 def finalize(spec: Spec, raw: Tensor | None, *, min_dim: int = DEFAULT_MIN_DIM,
              min_evals: int = DEFAULT_MIN_EVALS, max_dim: int | None = None) -> LayerMatrices:
     """Apply size/data checks to ``spec`` with its stored tensor ``raw`` -> a LayerMatrices."""
@@ -214,7 +222,7 @@ def finalize(spec: Spec, raw: Tensor | None, *, min_dim: int = DEFAULT_MIN_DIM,
         reason = "meta tensor: no data"
     elif not raw.is_floating_point():
         reason = f"dtype {raw.dtype} is not floating point"
-    else:
+    elif not _all_finite(raw):
         bad = int((~torch.isfinite(spec.cut(raw.detach()))).sum())  # this row's part only
         if bad:
             reason = f"not finite: {bad} NaN/inf entries"

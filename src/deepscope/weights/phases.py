@@ -17,8 +17,9 @@ the Marchenko-Pastur fit (:mod:`deepscope.weights.mp`), the power-law fit
    eigenvalues).
 4. MP regime: the MP fit succeeded, the bulk (eigenvalues up to the spike threshold) is within
    KS distance ``max(MP_KS_TOL, 4/M)`` of the fitted MP law (``MP_KS_TOL`` = 0.05; a Gaussian
-   matrix gives about 3/M), and at most ``MAX_SPIKE_FRACTION`` (5 %) of the eigenvalues are
-   spikes. Then
+   matrix gives about 3/M), and there are at most ``max(MAX_SPIKE_FRACTION * n, sqrt(n))``
+   spikes among the n eigenvalues ("a few": 5 %, but small layers may carry one spike per
+   class, e.g. 10 spikes of 128 eigenvalues in a digits classifier). Then
 
    a. ``random-like``  -- no spike;
    b. ``bulk+spikes``  -- more spikes are separated from the edge than bleed from it
@@ -75,7 +76,8 @@ def classify_phase(fit: PowerLawFit, mp: MPFit, rank_collapse_fraction: float) -
         return "undetermined"
     if mp.ok:
         tol = max(MP_KS_TOL, 4.0 / mp.M)
-        if mp.ks_distance <= tol and mp.num_spikes <= MAX_SPIKE_FRACTION * mp.num_evals:
+        allowed = max(MAX_SPIKE_FRACTION * mp.num_evals, math.sqrt(mp.num_evals))
+        if mp.ks_distance <= tol and mp.num_spikes <= allowed:
             return _spiky_phase(mp)
     if fit.ok:
         if fit.alpha <= HEAVY_TAILED_MAX_ALPHA:

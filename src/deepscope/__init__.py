@@ -13,6 +13,7 @@ from deepscope.result import Result
 from deepscope import train  # the subpackage; callable: deepscope.train(model, data, config)
 from deepscope.train import Callback, TrainConfig, TrainResult, evaluate
 from deepscope.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from deepscope.weights import SpectraMonitor, SpectraResult, spectra
 from deepscope.workflows import train_and_save
 
 __version__ = "0.1.0"
@@ -23,11 +24,11 @@ load = load_checkpoint
 __all__ = [
     # verbs
     "train", "train_and_save", "evaluate", "load", "load_checkpoint", "save_checkpoint",
-    "load_dataset", "build_model", "load_model",
+    "load_dataset", "build_model", "load_model", "spectra",
     # configuration and callbacks
-    "TrainConfig", "Callback",
+    "TrainConfig", "Callback", "SpectraMonitor",
     # result types
-    "Result", "TrainResult", "Checkpoint", "Dataset",
+    "Result", "TrainResult", "Checkpoint", "Dataset", "SpectraResult",
     # errors
     "DeepscopeError", "ConfigError", "ShapeError", "DataError", "CheckpointError",
     "UntrustedPickleError", "TrainingDivergedError", "ModelError",

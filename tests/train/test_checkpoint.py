@@ -155,3 +155,23 @@ def test_pickled_module_needs_opt_in(tmp_path):
 
 def test_init_prefix_constant():
     assert INIT_PREFIX == "init."
+
+
+def test_hf_directory_without_transformers_says_how_to_install(tmp_path, monkeypatch):
+    import builtins
+    (tmp_path / "config.json").write_text("{}")
+    real_import = builtins.__import__
+
+    def no_transformers(name, *a, **k):
+        if name == "transformers" or name.startswith("transformers."):
+            raise ImportError("No module named 'transformers'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_transformers)
+    with pytest.raises(ConfigError, match=r"deepscope\[hf\]"):
+        load_model(tmp_path)
+
+
+def test_directory_without_config_is_rejected(tmp_path):
+    with pytest.raises(CheckpointError, match="config.json"):
+        load_model(tmp_path)

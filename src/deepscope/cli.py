@@ -255,6 +255,68 @@ def _print_result(res, fmt: str, cols=None) -> None:
             print(f"{k}: {v}")
 
 
+# --------------------------------------------------------------------------- experiment
+
+def _add_experiment(sub) -> None:
+    from deepscope.sweep.cli_commands import _add_engine
+    p = sub.add_parser("experiment", help="reproduce a result of the literature")
+    exp = p.add_subparsers(dest="experiment", metavar="EXPERIMENT", parser_class=_Parser,
+                           required=True)
+    b = exp.add_parser("batch-size", help="Martin & Mahoney: batch size vs FC-layer spectra")
+    b.add_argument("--zoo", type=Path, default=Path("zoo-batch-size"),
+                   help="zoo directory (resumable; default zoo-batch-size)")
+    b.add_argument("--batch-sizes", type=_ints, default=[2, 8, 32, 128, 512])
+    b.add_argument("--seeds", type=_seeds, default=[0, 1])
+    b.add_argument("--arch", choices=("cnn", "mlp"), default="cnn")
+    b.add_argument("--width", type=float, default=0.5, help="width multiplier")
+    b.add_argument("--dataset", default="digits")
+    b.add_argument("--n-train", type=int)
+    b.add_argument("--epochs", type=int, default=20)
+    b.add_argument("--lr", type=float, default=0.01)
+    _add_engine(b)
+    b.add_argument("--quiet", action="store_true")
+    _add_output(b)
+    b.set_defaults(func=_cmd_batch_size)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    if not vals:
+        raise argparse.ArgumentTypeError("expected at least one seed")
+    return vals
+
+
+def _cmd_batch_size(args) -> int:
+    from deepscope.experiments.batch_size import batch_size_study, plot_batch_size_study
+    res = batch_size_study(args.zoo, batch_sizes=args.batch_sizes, seeds=args.seeds,
+                           arch=args.arch, width=args.width, dataset=args.dataset,
+                           n_train=args.n_train, epochs=args.epochs, lr=args.lr,
+                           engine=args.engine, workers=args.workers, address=args.address,
+                           progress=not args.quiet)
+    if args.out is not None:
+        from deepscope.report.html import figure_png
+        args.out.mkdir(parents=True, exist_ok=True)
+        res.to_csv(args.out / "batch_size.csv")
+        res.to_json(args.out / "batch_size.json")
+        (args.out / "batch_size.png").write_bytes(figure_png(plot_batch_size_study(res)))
+    if args.format == "table":
+        import pandas as pd
+        by = pd.DataFrame(res.summary["by_batch_size"])
+        with pd.option_context("display.width", 250, "display.max_columns", 40,
+                               "display.float_format", "{:.4g}".format):
+            print(res.table.drop(columns=["run_id"]).to_string(index=False))
+            print("\nmeans per batch size:")
+            print(by.to_string(index=False))
+        print("\nSpearman rank correlation with batch size: " + ", ".join(
+            f"{k}={v:+.2f}" for k, v in res.summary["spearman"].items()))
+    else:
+        _print_result(res, args.format)
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = [_add_train, _add_info, _add_spectra, _add_demo]
+_COMMANDS = [_add_train, _add_info, _add_spectra, _add_experiment, _add_demo]
 
 
 def main(argv: list[str] | None = None) -> int:

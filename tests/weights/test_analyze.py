@@ -12,13 +12,6 @@ from deepscope.weights.analyze import COLUMNS, TRUNCATED_COLUMNS, analyze_spectr
 from deepscope.weights.esd import esd_density, matrix_eigenvalues, spectrum_shape
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1):
-        yield
-
-
 def _student_t_model():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(300, 200), torch.nn.ReLU(),

@@ -12,13 +12,6 @@ from deepscope.weights.mp import (fit_mp, mp_cdf, mp_density, mp_edges, mp_quant
 from reference.ref_htsr import ref_mp_cdf
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1):
-        yield
-
-
 def _evals(W):
     return np.linalg.svd(W, compute_uv=False) ** 2
 

@@ -10,13 +10,6 @@ from deepscope.weights import norms
 from reference.ref_htsr import ref_entropy
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1):
-        yield
-
-
 @pytest.fixture(scope="module")
 def spectrum():
     rng = np.random.default_rng(0)

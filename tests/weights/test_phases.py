@@ -14,13 +14,6 @@ from deepscope.weights.powerlaw import fit_power_law
 N, M = 1000, 500
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1):
-        yield
-
-
 def _evals(W):
     return np.linalg.svd(W, compute_uv=False) ** 2
 

@@ -25,14 +25,6 @@ def _pareto(rng, alpha, n, xmin=1.0):
     return xmin * (1.0 - rng.random(n)) ** (-1.0 / (alpha - 1.0))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_blas_thread():
-    # threaded OpenBLAS thrashes on the 2 shared CPU cores; these matrices are small
-    from threadpoolctl import threadpool_limits
-    with threadpool_limits(1):
-        yield
-
-
 @pytest.fixture(scope="module")
 def watcher():
     ww = pytest.importorskip("weightwatcher")

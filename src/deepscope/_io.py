@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from deepscope.errors import CheckpointError, UntrustedPickleError
 
 __all__ = ["atomic_write", "read_tensors", "read_safetensors_metadata", "torch_load",
+           "state_dict_from",
            "SAFETENSORS_SUFFIXES", "PICKLE_SUFFIXES"]
 
 SAFETENSORS_SUFFIXES = (".safetensors",)
@@ -78,43 +79,55 @@ def _read_safetensors(path: Path) -> dict[str, Tensor]:
             f"{path}: truncated or corrupt safetensors file ({exc})") from None
 
 
+_STATE_KEYS = ("state_dict", "model_state_dict", "model", "module")
+
+
 def torch_load(path: str | Path, *, trust_pickle: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True``; full unpickling only with ``trust_pickle``."""
+    """``torch.load`` on CPU, memory-mapped when the format allows, with ``weights_only=True``;
+    full unpickling (which runs code from the file) only with ``trust_pickle``."""
     path = Path(path)
     _check_file(path)
+    kwargs = dict(map_location="cpu", weights_only=not trust_pickle)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path, mmap=True, **kwargs)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, **kwargs)  # legacy (non-zip) format cannot be mmapped
     except pickle.UnpicklingError as exc:
-        if not trust_pickle:
+        if "Weights only load failed" in str(exc):
             raise UntrustedPickleError(
-                f"{path}: holds pickled objects beyond tensors (e.g. a whole module); loading "
-                f"it runs code from the file - pass trust_pickle=True (CLI: --trust-pickle) if "
-                f"you trust it") from None
-        first_error = exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: truncated or corrupt PyTorch file ({exc})") from None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: could not unpickle ({exc}; first: {first_error})") from None
+                f"{path}: holds pickled Python objects (e.g. a whole nn.Module), not only "
+                f"tensors; loading it runs code from the file. If you trust its source, pass "
+                f"--trust-pickle / trust_pickle=True") from None
+        raise CheckpointError(f"{path}: cannot unpickle ({exc})") from None
+    except Exception as exc:  # zip/miniz errors, EOF, garbage bytes
+        raise CheckpointError(f"{path}: unreadable or truncated PyTorch file "
+                              f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
-def _state_dict_from(obj: Any, path: Path) -> dict[str, Tensor] | nn.Module:
+def state_dict_from(obj: Any, path: Path) -> dict[str, Tensor] | nn.Module:
+    """A tensor mapping, or a whole module (only reachable with trust_pickle), from a loaded
+    file; a state dict nested under state_dict/model_state_dict/model/module is unwrapped."""
     if isinstance(obj, nn.Module):
         return obj
     if isinstance(obj, Mapping):
-        for key in ("state_dict", "model_state_dict", "model"):
+        if obj and all(isinstance(v, Tensor) for v in obj.values()):
+            return {str(k): v for k, v in obj.items()}
+        for key in _STATE_KEYS:
             inner = obj.get(key)
             if isinstance(inner, nn.Module):
                 return inner
             if isinstance(inner, Mapping) and inner and all(
                     isinstance(v, Tensor) for v in inner.values()):
-                return dict(inner)
-        tensors = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
-        if tensors:
-            return tensors
-    raise CheckpointError(
-        f"{path}: expected a state dict (names -> tensors) or a module, got {type(obj).__name__}")
+                return {str(k): v for k, v in inner.items()}
+        keys = ", ".join(map(str, list(obj)[:10]))
+        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors) "
+                              f"or a dict with one under {', '.join(_STATE_KEYS)}; got a dict "
+                              f"with keys {keys or '(none)'}")
+    raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), "
+                          f"got {type(obj).__name__}")
 
 
 def read_tensors(path: str | Path, *, trust_pickle: bool = False
@@ -129,12 +142,12 @@ def read_tensors(path: str | Path, *, trust_pickle: bool = False
     if path.suffix in SAFETENSORS_SUFFIXES:
         return _read_safetensors(path)
     if path.suffix in PICKLE_SUFFIXES:
-        return _state_dict_from(torch_load(path, trust_pickle=trust_pickle), path)
+        return state_dict_from(torch_load(path, trust_pickle=trust_pickle), path)
     with open(path, "rb") as fh:
         head = fh.read(8)
     if len(head) == 8 and int.from_bytes(head, "little") < 100_000_000:
         return _read_safetensors(path)
-    return _state_dict_from(torch_load(path, trust_pickle=trust_pickle), path)
+    return state_dict_from(torch_load(path, trust_pickle=trust_pickle), path)
 
 
 def json_meta(meta: Mapping[str, str], key: str, path: Path, default: Any = None) -> Any:

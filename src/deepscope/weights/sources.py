@@ -36,18 +36,17 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import pickle
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from itertools import groupby
 from pathlib import Path
 
-import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from deepscope.errors import CheckpointError, ConfigError, UntrustedPickleError
+from deepscope._io import state_dict_from, torch_load
+from deepscope.errors import CheckpointError, ConfigError
 from deepscope.weights.matrices import (DEFAULT_MIN_DIM, DEFAULT_MIN_EVALS, LayerFilter,
                                         LayerMatrices, Spec, check_limits, finalize,
                                         matrix_spec, module_matrices, split_spec)
@@ -55,7 +54,6 @@ from deepscope.weights.matrices import (DEFAULT_MIN_DIM, DEFAULT_MIN_EVALS, Laye
 __all__ = ["iter_layer_matrices"]
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-_STATE_KEYS = ("state_dict", "model_state_dict", "model", "module")
 _RNN_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)(?P<base>weight_(?:ih|hh|hr))"
                       r"(?P<suffix>_l\d+(?:_reverse)?)$")
 _EXPECTED = ("expected a .safetensors file, a .pt/.pth/.bin file holding a state dict, or a "
@@ -241,51 +239,9 @@ def _stream(specs: list[Spec], where: dict, limits: dict) -> Iterator[LayerMatri
 
 # ----------------------------------------------------------------------------- torch.load
 
-def _torch_load(path: Path, trust_pickle: bool):
-    kwargs = dict(map_location="cpu", weights_only=not trust_pickle)
-    try:
-        try:
-            return torch.load(path, mmap=True, **kwargs)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            return torch.load(path, **kwargs)  # legacy (non-zip) format cannot be mmapped
-    except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e):
-            raise UntrustedPickleError(
-                f"{path}: holds pickled Python objects (e.g. a whole nn.Module), not only "
-                "tensors; expected a state dict for weights_only loading. If you trust the file's "
-                "source, pass --trust-pickle / trust_pickle=True") from None
-        raise CheckpointError(f"{path}: cannot unpickle ({e}); {_EXPECTED}") from None
-    except Exception as e:  # zip/miniz errors, EOF, garbage bytes
-        raise CheckpointError(f"{path}: unreadable or truncated torch file "
-                              f"({type(e).__name__}: {str(e)[:200]}); {_EXPECTED}") from None
-
-
-def _state_dict(obj, path: Path):
-    """A tensor mapping, or an nn.Module (only reachable with trust_pickle), from a loaded file."""
-    if isinstance(obj, nn.Module):
-        return obj
-    if isinstance(obj, Mapping):
-        if obj and all(isinstance(v, Tensor) for v in obj.values()):
-            return obj
-        for k in _STATE_KEYS:
-            inner = obj.get(k)
-            if isinstance(inner, nn.Module) or (
-                    isinstance(inner, Mapping) and inner
-                    and all(isinstance(v, Tensor) for v in inner.values())):
-                return inner
-        keys = ", ".join(map(str, list(obj)[:10]))
-        raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors) or "
-                              f"a dict with one under {', '.join(_STATE_KEYS)}; got a dict "
-                              f"with keys {keys or '(none)'}")
-    raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), got "
-                          f"{type(obj).__name__}")
-
-
 def _torch_file(path: Path, filt: LayerFilter, conv: str, limits: dict, trust_pickle: bool,
                 layers) -> Iterator[LayerMatrices]:
-    obj = _state_dict(_torch_load(path, trust_pickle), path)
+    obj = state_dict_from(torch_load(path, trust_pickle=trust_pickle), path)
     if isinstance(obj, nn.Module):
         return iter(module_matrices(obj, layers=layers, conv=conv, **limits))
     entries = [(str(k), tuple(v.shape)) for k, v in obj.items() if v.ndim >= 2]
@@ -344,7 +300,7 @@ def _chain_torch(files: list[Path], filt: LayerFilter, conv: str, limits: dict,
         return _torch_file(files[0], filt, conv, limits, trust_pickle, layers)
     merged: dict[str, Tensor] = {}
     for f in files:
-        obj = _state_dict(_torch_load(f, trust_pickle), f)
+        obj = state_dict_from(torch_load(f, trust_pickle=trust_pickle), f)
         if isinstance(obj, nn.Module):
             raise CheckpointError(f"{f}: a pickled module inside a sharded checkpoint; expected "
                                   "state-dict shards")

@@ -325,9 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
                      description="Theory-backed diagnostics for trained neural networks.")
     parser.add_argument("--version", action="version", version=f"deepscope {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for add in _COMMANDS:
+    for add in (*_COMMANDS, *_sweep_commands()):
         add(sub)
     return parser
+
+
+def _sweep_commands():
+    from deepscope.sweep.cli_commands import SWEEP_COMMANDS
+    return SWEEP_COMMANDS
 
 
 _COMMANDS = [_add_train, _add_info, _add_spectra, _add_experiment, _add_demo]

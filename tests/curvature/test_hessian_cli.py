@@ -1,0 +1,49 @@
+"""The ``hessian`` sub-command functions (parsing + printing), on a small trained checkpoint."""
+import argparse
+import json
+
+import pytest
+
+from deepscope.curvature.cli_commands import _add_hessian
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    from deepscope.workflows import train_and_save
+    path = tmp_path_factory.mktemp("hess") / "model.safetensors"
+    train_and_save({"arch": "mlp", "widths": [8]}, {"name": "digits", "n_train": 200},
+                   {"optimizer": "sgd", "lr": 0.1, "epochs": 1, "batch_size": 50, "seed": 0},
+                   path, progress=False)
+    return path
+
+
+def parse(*argv):
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    _add_hessian(sub)
+    return parser.parse_args(["hessian", *map(str, argv)])
+
+
+def test_table_output(checkpoint, capsys):
+    args = parse(checkpoint, "--k", "2", "--which", "top,trace", "--probes", "9", "--quiet")
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "eigenvalue" in out and "trace" in out and "top_eigenvalue:" in out
+
+
+def test_json_and_out_dir(checkpoint, capsys, tmp_path):
+    args = parse(checkpoint, "--k", "1", "--probes", "6", "--density-runs", "1",
+                 "--lanczos-steps", "5", "--per-layer", "--max-samples", "100",
+                 "--format", "json", "--out", tmp_path, "--quiet")
+    assert args.func(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["kind"] == "hessian" and data["summary"]["num_samples"] == 100
+    assert {r["block"] for r in data["table"]} >= {"all", "net.0"} or len(
+        {r["block"] for r in data["table"]}) > 1
+    assert (tmp_path / "hessian.csv").exists() and (tmp_path / "density.csv").exists()
+    assert (tmp_path / "summary.json").exists()
+
+
+def test_bad_which_is_a_parse_error(checkpoint):
+    with pytest.raises(SystemExit):
+        parse(checkpoint, "--which", "curvature")

@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=300)
     ap.add_argument("--no-train", action="store_true")
     ap.add_argument("--probes", type=int, default=100)
+    ap.add_argument("--repeats", type=int, default=3, help="alternating top-eigenvalue runs")
+    ap.add_argument("--hutchinson", action="store_true", help="also time Hutchinson")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     model, x, y, loss, acc = make_problem(args.samples, args.seed,
@@ -89,43 +91,65 @@ def main() -> None:
           f"{float(ref.eigenvalues[1]):.8g} ({ref.num_matvecs} HVPs, {t_ref:.1f} s)")
 
     # ---------------------------------------------------------------- deepscope
-    top, t_top = timed(lambda: hessian(model, (x, y), which="top", k=1, seed=args.seed,
-                                       progress=False))
-    lam_ds = top.summary["top_eigenvalue"]
-    err_ds = abs(lam_ds - lam_ref) / abs(lam_ref)
-    print(f"\ndeepscope  top eigenvalue (Lanczos, float32): {lam_ds:.8g}  rel.err {err_ds:.2e}"
-          f"  {t_top:.2f} s  ({top.summary['num_hvps']} HVPs)")
-    tr, t_tr = timed(lambda: hessian(model, (x, y), which="trace", probes=args.probes,
-                                     seed=args.seed, progress=False))
-    print(f"deepscope  trace (Hutch++, {args.probes} HVPs): {tr.summary['trace']:.6g} "
-          f"± {tr.summary['trace_stderr']:.3g}  {t_tr:.2f} s")
-    trh, t_trh = timed(lambda: hessian(model, (x, y), which="trace", probes=args.probes,
-                                       trace_method="hutchinson", seed=args.seed,
-                                       progress=False))
-    print(f"deepscope  trace (Hutchinson, {args.probes} HVPs): {trh.summary['trace']:.6g} "
-          f"± {trh.summary['trace_stderr']:.3g}  {t_trh:.2f} s")
+    def ds_top(tol=None):
+        return hessian(model, (x, y), which="top", k=1, tol=tol, seed=args.seed,
+                       progress=False)
 
-    # ---------------------------------------------------------------- PyHessian
     try:
         from pyhessian import hessian as PyHessian
+        py_error = None
     except Exception as exc:  # noqa: BLE001 - report whatever keeps it from importing
-        print(f"\nPyHessian cannot be imported ({type(exc).__name__}: {exc}); "
-              "only deepscope's numbers are reported")
-        return
+        PyHessian, py_error = None, f"{type(exc).__name__}: {exc}"
 
     def fresh():
         return PyHessian(copy.deepcopy(model), F.cross_entropy, data=(x, y), cuda=False)
 
-    try:
+    def py_top():
         torch.manual_seed(args.seed)
-        (ev, _), t_py = timed(lambda: fresh().eigenvalues())
-        lam_py = float(ev[0])
-        err_py = abs(lam_py - lam_ref) / abs(lam_ref)
-        print(f"\nPyHessian  top eigenvalue (power iteration, maxIter=100, tol=1e-3): "
+        return fresh().eigenvalues()
+
+    # the machine may be shared: alternate the two and keep each one's fastest run
+    t_top = t_loose = t_py = math.inf
+    lam_py = math.nan
+    for _ in range(args.repeats):
+        top, dt = timed(ds_top)
+        t_top = min(t_top, dt)
+        loose, dt = timed(lambda: ds_top(1e-2))
+        t_loose = min(t_loose, dt)
+        if PyHessian is not None:
+            try:
+                (ev, _), dt = timed(py_top)
+                t_py, lam_py = min(t_py, dt), float(ev[0])
+            except Exception as exc:  # noqa: BLE001
+                py_error = f"eigenvalues() failed: {type(exc).__name__}: {exc}"
+                PyHessian = None
+    lam_ds = top.summary["top_eigenvalue"]
+    err_ds = abs(lam_ds - lam_ref) / abs(lam_ref)
+    err_loose = abs(loose.summary["top_eigenvalue"] - lam_ref) / abs(lam_ref)
+    print(f"\ndeepscope  top eigenvalue (Lanczos, float32, default tol 1e-4): {lam_ds:.8g}  "
+          f"rel.err {err_ds:.2e}  {t_top:.2f} s  ({top.summary['num_hvps']} HVPs)")
+    print(f"deepscope  top eigenvalue (Lanczos, float32, tol 1e-2): "
+          f"{loose.summary['top_eigenvalue']:.8g}  rel.err {err_loose:.2e}  {t_loose:.2f} s  "
+          f"({loose.summary['num_hvps']} HVPs)")
+    err_py = abs(lam_py - lam_ref) / abs(lam_ref)
+    if not math.isnan(lam_py):
+        print(f"PyHessian  top eigenvalue (power iteration, maxIter=100, tol=1e-3): "
               f"{lam_py:.8g}  rel.err {err_py:.2e}  {t_py:.2f} s")
-    except Exception as exc:  # noqa: BLE001
-        print(f"\nPyHessian eigenvalues() failed: {type(exc).__name__}: {exc}")
-        t_py = err_py = math.nan
+    tr, t_tr = timed(lambda: hessian(model, (x, y), which="trace", probes=args.probes,
+                                     seed=args.seed, progress=False))
+    print(f"\ndeepscope  trace (Hutch++, {args.probes} HVPs): {tr.summary['trace']:.6g} "
+          f"± {tr.summary['trace_stderr']:.3g}  {t_tr:.2f} s")
+    if args.hutchinson:
+        trh, t_trh = timed(lambda: hessian(model, (x, y), which="trace", probes=args.probes,
+                                           trace_method="hutchinson", seed=args.seed,
+                                           progress=False))
+        print(f"deepscope  trace (Hutchinson, {args.probes} HVPs): {trh.summary['trace']:.6g}"
+              f" ± {trh.summary['trace_stderr']:.3g}  {t_trh:.2f} s")
+
+    # ---------------------------------------------------------------- PyHessian
+    if PyHessian is None:
+        print(f"\nPyHessian cannot run ({py_error}); only deepscope's numbers are reported")
+        return
     try:
         torch.manual_seed(args.seed)
         tv, t_pytr = timed(lambda: fresh().trace())
@@ -148,9 +172,11 @@ def main() -> None:
               f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}")
 
     print("\nsummary")
-    print(f"  top eigenvalue: deepscope {t_top:.2f} s (rel.err {err_ds:.1e}) vs PyHessian "
-          f"{t_py:.2f} s (rel.err {err_py:.1e}); time ratio {t_top / t_py:.3f} "
-          f"(target <= 0.333: {'met' if t_top <= t_py / 3 and err_ds <= 1e-3 else 'NOT met'})")
+    for label, t, e in (("default tol", t_top, err_ds), ("tol 1e-2", t_loose, err_loose)):
+        ok = t <= t_py / 3 and e <= 1e-3
+        print(f"  top eigenvalue ({label}): deepscope {t:.2f} s (rel.err {e:.1e}) vs PyHessian "
+              f"{t_py:.2f} s (rel.err {err_py:.1e}); time ratio {t / t_py:.3f} "
+              f"(target <= 0.333 at rel.err <= 1e-3: {'met' if ok else 'NOT met'})")
     print(f"  trace: deepscope {args.probes} probes {t_tr:.2f} s vs PyHessian default "
           f"{t_pytr:.2f} s (ratio {t_tr / t_pytr:.2f}) and PyHessian {args.probes} probes "
           f"{t_pytr100:.2f} s (ratio {t_tr / t_pytr100:.2f}; target <= 1: "

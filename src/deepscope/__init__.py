@@ -4,6 +4,7 @@ The flat API: verbs first (train, load, probes), then building blocks and result
 Sub-packages hold the details: ``deepscope.data``, ``deepscope.nets``, ``deepscope.train``,
 ``deepscope.weights``, ``deepscope.report``.
 """
+from deepscope.curvature import HessianResult, hessian
 from deepscope.data import Dataset, load_dataset
 from deepscope.errors import (CheckpointError, ConfigError, DataError, DeepscopeError,
                               ModelError, ShapeError, TrainingDivergedError,
@@ -24,11 +25,11 @@ load = load_checkpoint
 __all__ = [
     # verbs
     "train", "train_and_save", "evaluate", "load", "load_checkpoint", "save_checkpoint",
-    "load_dataset", "build_model", "load_model", "spectra",
+    "load_dataset", "build_model", "load_model", "spectra", "hessian",
     # configuration and callbacks
     "TrainConfig", "Callback", "SpectraMonitor",
     # result types
-    "Result", "TrainResult", "Checkpoint", "Dataset", "SpectraResult",
+    "Result", "TrainResult", "Checkpoint", "Dataset", "SpectraResult", "HessianResult",
     # errors
     "DeepscopeError", "ConfigError", "ShapeError", "DataError", "CheckpointError",
     "UntrustedPickleError", "TrainingDivergedError", "ModelError",

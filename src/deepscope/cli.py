@@ -273,6 +273,7 @@ def _add_experiment(sub) -> None:
     b.add_argument("--n-train", type=int)
     b.add_argument("--epochs", type=int, default=20)
     b.add_argument("--lr", type=float, default=0.01)
+    b.add_argument("--momentum", type=float, default=0.0)
     _add_engine(b)
     b.add_argument("--quiet", action="store_true")
     _add_output(b)
@@ -294,6 +295,7 @@ def _cmd_batch_size(args) -> int:
     res = batch_size_study(args.zoo, batch_sizes=args.batch_sizes, seeds=args.seeds,
                            arch=args.arch, width=args.width, dataset=args.dataset,
                            n_train=args.n_train, epochs=args.epochs, lr=args.lr,
+                           momentum=args.momentum,
                            engine=args.engine, workers=args.workers, address=args.address,
                            progress=not args.quiet)
     if args.out is not None:
@@ -331,8 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sweep_commands():
+    from deepscope.curvature.cli_commands import HESSIAN_COMMANDS
     from deepscope.sweep.cli_commands import SWEEP_COMMANDS
-    return SWEEP_COMMANDS
+    return [*HESSIAN_COMMANDS, *SWEEP_COMMANDS]
 
 
 _COMMANDS = [_add_train, _add_info, _add_spectra, _add_experiment, _add_demo]

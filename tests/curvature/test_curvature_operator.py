@@ -139,3 +139,49 @@ def test_prepare_data_and_losses():
     with pytest.raises(ConfigError, match="unknown loss"):
         resolve_loss("hinge", "classification")
     assert resolve_loss(None, "classification")[1] == "cross_entropy"
+
+
+@pytest.mark.parametrize("ggn", [False, True])
+def test_matmat_equals_stacked_matvecs(mlp, cdata, ggn):
+    x, y = cdata
+    op = _op(mlp, x, y, ggn=ggn, batch_size=25, chunk_size=3)
+    V = torch.randn(7, op.dim, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    W = op.matmat(V)
+    assert op.num_matvecs == 7
+    torch.testing.assert_close(W, torch.stack([op.matvec(v) for v in V]), rtol=0, atol=1e-12)
+    with pytest.raises(ShapeError):
+        op.matmat(V[:, :5])
+
+
+@pytest.mark.parametrize("cache, batch_size", [(False, 64), (True, 64), (True, 10)])
+def test_cached_and_functional_products_agree(mlp, cdata, cache, batch_size):
+    x, y = cdata
+    H = dense_hessian(mlp, x, y)
+    op = _op(mlp, x, y, cache=cache, batch_size=batch_size)
+    assert op.cache is cache
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for _ in range(2):  # the second product reuses the kept graph
+        torch.testing.assert_close(op.matvec(v), H @ v, rtol=0, atol=1e-10)
+
+
+def test_unused_and_linear_parameters_give_zero_rows(cdata):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 3)
+            self.unused = nn.Parameter(torch.ones(2))
+
+        def forward(self, x):
+            return self.fc(x)
+
+    x, y = cdata
+    model = Net()
+    for cache in (True, False):
+        op = _op(model, x, y, cache=cache)
+        v = torch.ones(op.dim, dtype=torch.float64)
+        w = op.matvec(v)
+        assert list(dict(model.named_parameters()))[0] == "unused"
+        assert torch.all(w[:2] == 0) and torch.isfinite(w).all()
+    # a loss linear in the parameters: the Hessian is zero
+    lin = CurvatureOperator(model, x, y, lambda out, t: out.sum(), dtype=torch.float64)
+    assert torch.all(lin.matvec(torch.ones(lin.dim, dtype=torch.float64)) == 0)

@@ -99,3 +99,14 @@ def test_gaussian_density():
         3 * dens[np.argmin(abs(grid))], rel=1e-3)
     with pytest.raises(ConfigError):
         gaussian_density(np.array([0.0]), np.array([1.0]), sigma=-1.0)
+
+
+def test_matmat_path_gives_the_same_estimates(decaying):
+    mv = lambda v: decaying @ v  # noqa: E731
+    mm = lambda Z: Z @ decaying  # noqa: E731 - rows times a symmetric matrix
+    a = hutchpp(mv, 300, 60, seed=3)
+    b = hutchpp(mv, 300, 60, seed=3, matmat=mm, block=7)
+    assert b.value == pytest.approx(a.value, rel=1e-12) and b.num_matvecs == 60
+    c = hutchinson(mv, 300, 50, seed=3, matmat=mm, block=8)
+    assert c.num_matvecs == 50 and c.samples.shape == (50,)
+    assert abs(c.value - float(torch.trace(decaying))) < 5 * c.stderr

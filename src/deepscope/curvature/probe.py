@@ -4,8 +4,9 @@ The Hessian H = ∇²L(θ) of the full-data (or ``max_samples``) mean loss is us
 Hessian-vector products (:mod:`deepscope.curvature.operators`; Pearlmutter 1994), never formed:
 
 - top-k eigenvalues: Lanczos with full reorthogonalization to Ritz residual ≤ tol·‖H‖
-  (:mod:`deepscope.linalg.lanczos`), which needs far fewer products than the power iteration
-  of PyHessian (Yao, Gholami, Keutzer & Mahoney, "PyHessian", IEEE BigData 2020);
+  (:mod:`deepscope.linalg.lanczos`); its Kaniel-Paige-Saad rate depends on √(relative gap)
+  where the power iteration of PyHessian (Yao, Gholami, Keutzer & Mahoney, IEEE BigData
+  2020) depends on λ₂/λ₁, and its residual bounds the eigenvalue error;
 - trace: Hutch++ (Meyer et al. 2021) or Hutchinson (1989) with ``probes`` products and a
   standard error (:mod:`deepscope.linalg.trace`);
 - spectral density: stochastic Lanczos quadrature (Ghorbani, Krishnan & Xiao 2019; Ubaru,
@@ -67,14 +68,15 @@ def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: in
     if "top" in which:
         kk = min(k, op.dim)
         before = op.num_matvecs
+        method = eig_method if kk < op.dim else "lanczos"  # ARPACK needs k < dim
         eig = top_eigenvalues(op, op.dim, kk, tol=tol, seed=seed, dtype=op.dtype,
-                              device=op.device, method=eig_method if kk < op.dim else "lanczos")
+                              device=op.device, method=method)
         used = op.num_matvecs - before
         for i in range(kk):
             rows.append({**common, "quantity": "eigenvalue", "index": i,
                          "value": float(eig.eigenvalues[i]), "stderr": math.nan,
                          "residual": float(eig.residuals[i]), "num_hvps": used,
-                         "method": eig_method, "_converged": eig.converged})
+                         "method": method, "_converged": eig.converged})
     if "trace" in which:
         before = op.num_matvecs
         tr = trace_estimate(op, op.dim, probes, method=trace_method, seed=seed + 1,

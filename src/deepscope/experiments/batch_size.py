@@ -9,8 +9,9 @@ smaller the generalization gap; the phases march from random-like (large batches
 heavy-tailed (batch 2).
 
 Defaults that finish in minutes on 2 CPU cores: the MiniAlexNet-like CNN of
-:mod:`deepscope.nets.cnn` at width 0.5 on scikit-learn's digits (1x8x8), SGD with momentum
-0.9 and a constant learning rate, a fixed number of epochs (smaller batches take more
+:mod:`deepscope.nets.cnn` at width 0.5 on scikit-learn's digits (1x8x8), plain SGD (no
+momentum: with momentum 0.9 the batch-2 runs collapse to chance) at a constant learning rate
+0.01, a fixed number of epochs (smaller batches take more
 steps, as in the original study), batch sizes 2, 8, 32, 128, 512 and two seeds. Everything
 runs through the sweep engine (resumable; ``engine="process"`` or ``"ray"`` to parallelize);
 the spectra are measured with the ``spectra`` probe of :mod:`deepscope.sweep.probes`.
@@ -40,7 +41,7 @@ _FC = ("fc1", "fc2")
 def batch_size_spec(*, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
                     seeds: Sequence[int] = (0, 1), arch: str = "cnn", width: float = 0.5,
                     dataset: str = "digits", n_train: int | None = None, epochs: int = 20,
-                    lr: float = 0.01, momentum: float = 0.9) -> dict[str, Any]:
+                    lr: float = 0.01, momentum: float = 0.0) -> dict[str, Any]:
     """The sweep spec of the study (a dict for :func:`deepscope.sweep.run_sweep`)."""
     if not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise ConfigError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
@@ -77,7 +78,7 @@ def _fc_names(table: pd.DataFrame) -> dict[str, str]:
 def batch_size_study(zoo_dir: str | Path, *, batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
                      seeds: Sequence[int] = (0, 1), arch: str = "cnn", width: float = 0.5,
                      dataset: str = "digits", n_train: int | None = None, epochs: int = 20,
-                     lr: float = 0.01, momentum: float = 0.9, engine: str = "local",
+                     lr: float = 0.01, momentum: float = 0.0, engine: str = "local",
                      workers: int | None = None, address: str | None = None,
                      progress: bool = True) -> Result:
     """Run (or resume) the study in ``zoo_dir``; return one row per trained run.

@@ -28,8 +28,9 @@ restarted Lanczos): it stays in torch (GPU, float32 or float64, no host round tr
 matvec), counts and bounds its matvecs, stops as soon as the requested Ritz residuals are
 small, and shares its recurrence with stochastic Lanczos quadrature
 (:mod:`deepscope.linalg.slq`). ARPACK is kept as ``method="scipy"`` (a cross-check and the
-benchmark's tight reference); on the 784-512-512-10 MLP benchmark both need a comparable
-number of matvecs for the top eigenvalue (see ``benchmarks/hessian_vs_pyhessian.py``).
+benchmark's tight reference). On the 784-512-512-10 MLP of
+``benchmarks/hessian_vs_pyhessian.py`` ARPACK (k=2, ncv=20, tol 1e-10, float64) used 23
+products; ours reached the top eigenvalue to 2e-5 relative error in 6 (float32, tol 1e-4).
 """
 from __future__ import annotations
 
@@ -111,7 +112,7 @@ class _Lanczos:
         self.matvec = matvec
         self.reorth = reorth
         n = q0.numel()
-        self.Q = torch.zeros(max_steps + 1, n, dtype=q0.dtype, device=q0.device)
+        self.Q = torch.empty(max_steps + 1, n, dtype=q0.dtype, device=q0.device)
         self.Q[0] = q0 / q0.norm()
         self.alpha: list[float] = []
         self.beta: list[float] = []
@@ -253,7 +254,7 @@ def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "large
             run.restart(gen)
             continue
         done = run.breakdown or m >= max_steps
-        if m >= k and (done or m % 2 == 0 or m == k):
+        if m >= k:  # eigh of the small T is free next to a matvec: check every step
             T = run.decomposition().tridiagonal().to(torch.float64).cpu()
             theta, s = torch.linalg.eigh(T)
             idx = _order(theta, which)[:k]

@@ -24,6 +24,7 @@ budget for both methods so they compare at equal cost.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +34,10 @@ from torch import Tensor
 from deepscope.errors import ConfigError, ShapeError
 from deepscope.linalg.lanczos import Matvec, _check_dim, _generator
 
-__all__ = ["TraceEstimate", "hutchinson", "hutchpp", "trace_estimate", "rademacher"]
+#: ``V (c, dim) -> (A vᵢ)ᵢ (c, dim)``: products with the rows of a matrix at once.
+Matmat = Callable[[Tensor], Tensor]
+
+__all__ = ["TraceEstimate", "Matmat", "hutchinson", "hutchpp", "trace_estimate", "rademacher"]
 
 
 @dataclass
@@ -68,43 +72,66 @@ def _apply(matvec: Matvec, v: Tensor) -> Tensor:
     return w.to(v.dtype)
 
 
+def _apply_rows(matvec: Matvec, matmat: Matmat | None, Z: Tensor) -> Tensor:
+    """Products with the rows of Z: one ``matmat`` call, or a ``matvec`` per row."""
+    if matmat is None:
+        return torch.stack([_apply(matvec, z) for z in Z])
+    W = matmat(Z)
+    if W.shape != Z.shape:
+        raise ShapeError(f"matmat returned shape {tuple(W.shape)}, expected {tuple(Z.shape)}")
+    return W.to(Z.dtype)
+
+
 def hutchinson(matvec: Matvec, dim: int, num_matvecs: int = 100, *,
                seed: int | torch.Generator | None = 0, dtype: torch.dtype = torch.float64,
-               device=None) -> TraceEstimate:
-    """Hutchinson's estimate of tr(A) from ``num_matvecs`` Rademacher probes."""
+               device=None, matmat: Matmat | None = None, block: int = 8) -> TraceEstimate:
+    """Hutchinson's estimate of tr(A) from ``num_matvecs`` Rademacher probes.
+
+    With ``matmat`` the probes go ``block`` at a time (same probes, same estimate up to
+    rounding); peak memory ~ ``block`` vectors.
+    """
     dim = _check_dim(dim)
     if num_matvecs < 1:
         raise ConfigError(f"num_matvecs must be >= 1, got {num_matvecs}")
     g = _generator(seed)
     samples = np.empty(num_matvecs)
-    for i in range(num_matvecs):  # one probe at a time: peak memory ~ one vector
-        z = rademacher(dim, 1, generator=g, dtype=dtype, device=device)[0]
-        samples[i] = float(z @ _apply(matvec, z))
+    step = max(1, int(block)) if matmat is not None else 1
+    for i in range(0, num_matvecs, step):
+        Z = rademacher(dim, min(step, num_matvecs - i), generator=g, dtype=dtype, device=device)
+        samples[i:i + Z.shape[0]] = (Z * _apply_rows(matvec, matmat, Z)).sum(1).cpu().numpy()
     value, se = _mean_stderr(samples)
     return TraceEstimate(value, se, num_matvecs, "hutchinson", samples)
 
 
 def hutchpp(matvec: Matvec, dim: int, num_matvecs: int = 100, *,
             seed: int | torch.Generator | None = 0, dtype: torch.dtype = torch.float64,
-            device=None) -> TraceEstimate:
-    """Hutch++'s estimate of tr(A) with a budget of ``num_matvecs`` (>= 3) products."""
+            device=None, matmat: Matmat | None = None, block: int = 8) -> TraceEstimate:
+    """Hutch++'s estimate of tr(A) with a budget of ``num_matvecs`` (>= 3) products.
+
+    With ``matmat`` the products go ``block`` rows at a time.
+    """
     dim = _check_dim(dim)
     if num_matvecs < 3:
         raise ConfigError(f"hutch++ needs num_matvecs >= 3, got {num_matvecs}")
     g = _generator(seed)
     n_sketch = num_matvecs // 3
     n_rest = num_matvecs - 2 * n_sketch
+    step = max(1, int(block))
+
+    def rows(Z: Tensor) -> Tensor:
+        return torch.cat([_apply_rows(matvec, matmat, Z[i:i + step])
+                          for i in range(0, Z.shape[0], step)])
+
     S = rademacher(dim, n_sketch, generator=g, dtype=dtype, device=device)
-    AS = torch.stack([_apply(matvec, s) for s in S], dim=1)  # (dim, n_sketch)
-    Q, _ = torch.linalg.qr(AS, mode="reduced")
+    Q, _ = torch.linalg.qr(rows(S).T, mode="reduced")  # (dim, n_sketch)
     # any orthonormal Q keeps the estimate unbiased (a rank-deficient A S gives extra,
     # arbitrary directions, whose part of the trace is then computed exactly)
-    low_rank = sum(float(Q[:, j] @ _apply(matvec, Q[:, j])) for j in range(Q.shape[1]))
+    low_rank = float((Q.T * rows(Q.T.contiguous())).sum())
     samples = np.empty(n_rest)
-    for i in range(n_rest):
-        z = rademacher(dim, 1, generator=g, dtype=dtype, device=device)[0]
-        z = z - Q @ (Q.T @ z)
-        samples[i] = float(z @ _apply(matvec, z))
+    for i in range(0, n_rest, step):
+        Z = rademacher(dim, min(step, n_rest - i), generator=g, dtype=dtype, device=device)
+        Z = Z - (Z @ Q) @ Q.T
+        samples[i:i + Z.shape[0]] = (Z * _apply_rows(matvec, matmat, Z)).sum(1).cpu().numpy()
     rest, se = _mean_stderr(samples)
     if n_sketch >= dim:  # the sketch spans the space: the estimate is exact
         rest, se = 0.0, 0.0
@@ -113,10 +140,12 @@ def hutchpp(matvec: Matvec, dim: int, num_matvecs: int = 100, *,
 
 def trace_estimate(matvec: Matvec, dim: int, num_matvecs: int = 100, *,
                    method: str = "hutch++", seed: int | torch.Generator | None = 0,
-                   dtype: torch.dtype = torch.float64, device=None) -> TraceEstimate:
+                   dtype: torch.dtype = torch.float64, device=None,
+                   matmat: Matmat | None = None, block: int = 8) -> TraceEstimate:
     """Dispatch to :func:`hutchpp` (``"hutch++"``) or :func:`hutchinson`."""
+    kw = dict(seed=seed, dtype=dtype, device=device, matmat=matmat, block=block)
     if method == "hutch++":
-        return hutchpp(matvec, dim, num_matvecs, seed=seed, dtype=dtype, device=device)
+        return hutchpp(matvec, dim, num_matvecs, **kw)
     if method == "hutchinson":
-        return hutchinson(matvec, dim, num_matvecs, seed=seed, dtype=dtype, device=device)
+        return hutchinson(matvec, dim, num_matvecs, **kw)
     raise ConfigError(f"trace method must be 'hutch++' or 'hutchinson', got {method!r}")

@@ -13,17 +13,9 @@ import argparse
 import json
 from pathlib import Path
 
+from deepscope.sweep.cli_commands import _positive_int
+
 __all__ = ["_add_hessian", "_cmd_hessian", "HESSIAN_COMMANDS"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _quantities(text: str) -> tuple[str, ...]:

@@ -87,14 +87,15 @@ def torch_load(path: str | Path, *, trust_pickle: bool = False) -> Any:
     full unpickling (which runs code from the file) only with ``trust_pickle``."""
     path = Path(path)
     _check_file(path)
-    kwargs = dict(map_location="cpu", weights_only=not trust_pickle)
+    weights_only = not trust_pickle
     try:
         try:
-            return torch.load(path, mmap=True, **kwargs)
+            return torch.load(path, map_location="cpu", mmap=True, weights_only=weights_only)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
-            return torch.load(path, **kwargs)  # legacy (non-zip) format cannot be mmapped
+            # the legacy (non-zip) format cannot be memory-mapped
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" in str(exc):
             raise UntrustedPickleError(

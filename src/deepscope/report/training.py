@@ -12,26 +12,18 @@ def plot_training(result: Result):
 
     h = result.table
     has_acc = "train_acc" in h and h["train_acc"].notna().any()
+    panels = [("loss", "log")] + ([("acc", "linear")] if has_acc else [])
     fig = Figure(figsize=(9 if has_acc else 5, 3.4))
-    ax = fig.add_subplot(1, 2 if has_acc else 1, 1)
-    for split in ("train", "test"):
-        col = f"{split}_loss"
-        if col in h:
-            ax.plot(h["epoch"], h[col], marker=".", label=split)
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend()
-    ax.grid(alpha=.3)
-    if has_acc:
-        ax2 = fig.add_subplot(1, 2, 2)
+    for i, (metric, scale) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
         for split in ("train", "test"):
-            col = f"{split}_acc"
+            col = f"{split}_{metric}"
             if col in h:
-                ax2.plot(h["epoch"], h[col], marker=".", label=split)
-        ax2.set_xlabel("epoch")
-        ax2.set_ylabel("accuracy")
-        ax2.legend()
-        ax2.grid(alpha=.3)
+                ax.plot(h["epoch"], h[col], marker=".", label=split)
+        ax.set_yscale(scale)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss" if metric == "loss" else "accuracy")
+        ax.legend()
+        ax.grid(alpha=.3)
     fig.tight_layout()
     return fig

@@ -278,6 +278,8 @@ def _add_experiment(sub) -> None:
     b.add_argument("--quiet", action="store_true")
     _add_output(b)
     b.set_defaults(func=_cmd_batch_size)
+    for add in _module_lists("EXPERIMENTS"):
+        add(exp)
 
 
 def _seeds(text: str) -> list[int]:
@@ -332,10 +334,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Sub-command modules: each defines COMMANDS (adders of top-level sub-commands) and may
+# define EXPERIMENTS (adders of `deepscope experiment NAME` sub-commands).
+COMMAND_MODULES = (
+    "deepscope.curvature.cli_commands",
+    "deepscope.sweep.cli_commands",
+    "deepscope.landscape.cli_paths",
+    "deepscope.landscape.cli_connect",
+    "deepscope.landscape.cli_surface",
+    "deepscope.generalization.cli_commands",
+    "deepscope.generalization.cli_measures",
+    "deepscope.representations.cli_commands",
+    "deepscope.dynamics.cli_commands",
+    "deepscope.realization.cli_commands",
+)
+
+
+def _module_lists(attr: str) -> list:
+    import importlib
+    out = []
+    for name in COMMAND_MODULES:
+        out.extend(getattr(importlib.import_module(name), attr, ()))
+    return out
+
+
 def _sweep_commands():
-    from deepscope.curvature.cli_commands import HESSIAN_COMMANDS
-    from deepscope.sweep.cli_commands import SWEEP_COMMANDS
-    return [*HESSIAN_COMMANDS, *SWEEP_COMMANDS]
+    return _module_lists("COMMANDS")
 
 
 _COMMANDS = [_add_train, _add_info, _add_spectra, _add_experiment, _add_demo]

@@ -106,3 +106,4 @@ def _cmd_hessian(args) -> int:
 
 
 HESSIAN_COMMANDS = [_add_hessian]
+COMMANDS = HESSIAN_COMMANDS

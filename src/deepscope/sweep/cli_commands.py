@@ -209,4 +209,5 @@ def _cmd_zoo(args) -> int:
 
 
 SWEEP_COMMANDS = [_add_sweep, _add_measure, _add_zoo]
+COMMANDS = SWEEP_COMMANDS
 """The ``_add_*`` functions, for ``deepscope.cli._COMMANDS``."""

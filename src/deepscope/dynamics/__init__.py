@@ -1,0 +1,1 @@
+"""deepscope.dynamics"""

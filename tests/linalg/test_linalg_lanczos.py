@@ -88,3 +88,21 @@ def test_errors(A):
         top_eigenvalues(lambda v: v * float("nan"), 200)
     with pytest.raises(ConfigError):
         lanczos(mv, torch.zeros(200, dtype=torch.float64), 5)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_rtol_stops_early_at_the_requested_accuracy(seed):
+    # a Hessian-like spectrum: a few outliers over a large bulk near zero
+    lam = torch.cat([torch.tensor([1.0, 0.55, 0.3, 0.2]),
+                     torch.rand(396, generator=torch.Generator().manual_seed(seed),
+                                dtype=torch.float64) * 0.02 - 0.002])
+    B = sym_with_spectrum(lam, seed=seed)
+    strict = top_eigenvalues(lambda v: B @ v, 400, k=1, tol=1e-10, seed=seed)
+    loose = top_eigenvalues(lambda v: B @ v, 400, k=1, tol=1e-10, rtol=1e-3, seed=seed)
+    assert loose.num_matvecs < strict.num_matvecs
+    assert abs(float(loose.eigenvalues[0]) - 1.0) <= 1e-3
+    assert abs(float(strict.eigenvalues[0]) - 1.0) <= 1e-9
+    with pytest.raises(ConfigError, match="rtol"):
+        top_eigenvalues(lambda v: B @ v, 400, k=1, rtol=0.0)
+    with pytest.raises(ConfigError, match="rtol"):
+        top_eigenvalues(lambda v: B @ v, 400, k=1, rtol=1e-3, method="scipy")

@@ -61,7 +61,8 @@ def _check_int(name: str, value, low: int) -> int:
 
 
 def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: int,
-                tol, trace_method: str, probes: int, density_runs: int, lanczos_steps: int,
+                tol, rtol, trace_method: str, probes: int, density_runs: int,
+                lanczos_steps: int,
                 seed: int, eig_method: str, densities: dict) -> list[dict]:
     rows = []
     common = {"block": name, "num_params": op.dim}
@@ -69,7 +70,7 @@ def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: in
         kk = min(k, op.dim)
         before = op.num_matvecs
         method = eig_method if kk < op.dim else "lanczos"  # ARPACK needs k < dim
-        eig = top_eigenvalues(op, op.dim, kk, tol=tol, seed=seed, dtype=op.dtype,
+        eig = top_eigenvalues(op, op.dim, kk, tol=tol, rtol=rtol, seed=seed, dtype=op.dtype,
                               device=op.device, method=method)
         used = op.num_matvecs - before
         for i in range(kk):
@@ -95,6 +96,7 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
             probes: int = 100, density_runs: int = 3, lanczos_steps: int = 64,
             per_layer: bool | str = False, ggn: bool = False, batch_size: int = 4096,
             max_samples: int | None = None, tol: float | None = None,
+            rtol: float | None = None,
             eig_method: str = "lanczos", seed: int = 0, dtype: torch.dtype = torch.float32,
             device=None, progress: bool = True) -> HessianResult:
     """Curvature of the training loss: top-k eigenvalues, trace and spectral density.
@@ -115,6 +117,9 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
         max_samples: a random subset (drawn from ``seed``) of the data.
         tol: Lanczos Ritz-residual tolerance relative to ‖H‖ (default 1e-4 in float32, 1e-8
             in float64).
+        rtol: also stop Lanczos once the estimated relative error of each top eigenvalue,
+            min(r, r²/gap)/|θ|, is ≤ rtol (see :func:`deepscope.linalg.top_eigenvalues`):
+            e.g. ``rtol=1e-3`` for three digits in fewer products. Lanczos only.
         eig_method: ``"lanczos"`` (ours) or ``"scipy"`` (ARPACK eigsh).
         seed: seeds the start vectors and probes; dtype: float32 or float64.
         device: where to compute (None: the model's device).
@@ -159,7 +164,8 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
             op = CurvatureOperator(model, x, y, loss_fn, ggn=ggn, block=members,
                                    batch_size=batch_size, dtype=dtype, device=device,
                                    callback=lambda: bar.update(1))
-            rows += _block_rows(name, op, which, k=k, tol=tol, trace_method=trace_method,
+            rows += _block_rows(name, op, which, k=k, tol=tol, rtol=rtol,
+                                trace_method=trace_method,
                                 probes=probes, density_runs=density_runs,
                                 lanczos_steps=lanczos_steps, seed=seed,
                                 eig_method=eig_method, densities=densities)
@@ -192,7 +198,7 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
     settings = {"loss": loss_name, "k": k, "which": list(which), "trace_method": trace_method,
                 "probes": probes, "density_runs": density_runs,
                 "lanczos_steps": lanczos_steps, "per_layer": per[per_layer], "ggn": ggn,
-                "batch_size": batch_size, "max_samples": max_samples, "tol": tol,
+                "batch_size": batch_size, "max_samples": max_samples, "tol": tol, "rtol": rtol,
                 "eig_method": eig_method, "seed": seed, "dtype": str(dtype).replace("torch.", ""),
                 "device": str(device) if device is not None else None}
     return HessianResult(kind="ggn" if ggn else "hessian", table=table, summary=summary,

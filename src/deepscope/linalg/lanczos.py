@@ -204,7 +204,8 @@ def _order(theta: Tensor, which: str) -> Tensor:
 
 
 def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "largest",
-                    tol: float | None = None, max_steps: int | None = None,
+                    tol: float | None = None, rtol: float | None = None,
+                    max_steps: int | None = None,
                     seed: int | torch.Generator | None = 0, dtype: torch.dtype = torch.float64,
                     device=None, return_vectors: bool = False, method: str = "lanczos"
                     ) -> EigenResult:
@@ -216,7 +217,13 @@ def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "large
         which: ``"largest"`` (algebraic, descending), ``"smallest"`` (ascending) or
             ``"magnitude"`` (by |λ|, descending).
         tol: stop when every wanted Ritz residual is ≤ ``tol · ‖A‖`` (default 1e-8 in
-            float64, 1e-4 in float32).
+            float64, 1e-4 in float32). The residual bounds the eigenvalue error rigorously.
+        rtol: stop as soon as every wanted Ritz value θ has an *estimated* relative error
+            ``min(r, r²/gap) ≤ rtol·|θ|`` (r its residual, gap the distance to the nearest
+            other Ritz value; Parlett, *The Symmetric Eigenvalue Problem*, §11.7), even if
+            ``tol`` is not met yet. ``r²/gap`` is the standard a-posteriori estimate once θ
+            is isolated; it uses the Ritz gap in place of the true one, so it is an
+            estimate, not a bound (the reported residuals remain the bound). Default None.
         max_steps: Krylov dimension cap (default ``min(dim, max(100, 10 k))``).
         seed: start vector seed (Gaussian, drawn on the CPU).
         method: ``"lanczos"`` (ours, full reorthogonalization) or ``"scipy"`` (ARPACK
@@ -231,12 +238,16 @@ def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "large
         tol = 1e-8 if dtype == torch.float64 else 1e-4
     if not tol > 0:
         raise ConfigError(f"tol must be > 0, got {tol}")
+    if rtol is not None and not rtol > 0:
+        raise ConfigError(f"rtol must be > 0 or None, got {rtol}")
     if max_steps is None:
         max_steps = max(100, 10 * k)
     if max_steps < k:
         raise ConfigError(f"max_steps must be >= k = {k}, got {max_steps}")
     max_steps = min(int(max_steps), dim)
     if method == "scipy":
+        if rtol is not None:
+            raise ConfigError("rtol applies to method='lanczos' only; ARPACK uses tol")
         return _eigsh(matvec, dim, k, which, tol, max_steps, seed, dtype, device,
                       return_vectors)
     if method != "lanczos":
@@ -261,6 +272,9 @@ def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "large
             res = abs(run.beta[-1]) * s[-1, idx].abs()
             scale = max(float(theta.abs().max()), 1e-300)
             converged = bool((res <= tol * scale).all())
+            if not converged and rtol is not None and m > k:
+                est = _error_estimates(theta, idx, res)
+                converged = bool((est <= rtol * theta[idx].abs()).all())
             if converged or done:
                 break
     vecs = None
@@ -269,6 +283,17 @@ def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "large
         vecs = run.Q[:m].T @ S
     return EigenResult(eigenvalues=theta[idx].to(dtype), residuals=res.to(dtype),
                        eigenvectors=vecs, num_matvecs=run.m, converged=converged, steps=m)
+
+
+def _error_estimates(theta: Tensor, idx: Tensor, res: Tensor) -> Tensor:
+    """``min(r, r²/gap)`` per wanted Ritz value, gap = distance to the nearest other one."""
+    out = []
+    for j, i in enumerate(idx.tolist()):
+        others = torch.cat([theta[:i], theta[i + 1:]])
+        gap = float((others - theta[i]).abs().min()) if others.numel() else math.inf
+        r = float(res[j])
+        out.append(min(r, r * r / gap) if gap > 0 else r)
+    return torch.tensor(out, dtype=theta.dtype)
 
 
 def _eigsh(matvec, dim, k, which, tol, max_steps, seed, dtype, device, return_vectors):

@@ -6,6 +6,8 @@ Sub-packages hold the details: ``deepscope.data``, ``deepscope.nets``, ``deepsco
 """
 from deepscope.curvature import HessianResult, hessian
 from deepscope.data import Dataset, load_dataset
+from deepscope.generalization import MeasuresResult, measures
+from deepscope.landscape import AlignResult, InterpolationResult, align, interpolate
 from deepscope.errors import (CheckpointError, ConfigError, DataError, DeepscopeError,
                               ModelError, ShapeError, TrainingDivergedError,
                               UntrustedPickleError)
@@ -25,11 +27,13 @@ load = load_checkpoint
 __all__ = [
     # verbs
     "train", "train_and_save", "evaluate", "load", "load_checkpoint", "save_checkpoint",
-    "load_dataset", "build_model", "load_model", "spectra", "hessian",
+    "load_dataset", "build_model", "load_model", "spectra", "hessian", "interpolate", "align",
+    "measures",
     # configuration and callbacks
     "TrainConfig", "Callback", "SpectraMonitor",
     # result types
     "Result", "TrainResult", "Checkpoint", "Dataset", "SpectraResult", "HessianResult",
+    "InterpolationResult", "AlignResult", "MeasuresResult",
     # errors
     "DeepscopeError", "ConfigError", "ShapeError", "DataError", "CheckpointError",
     "UntrustedPickleError", "TrainingDivergedError", "ModelError",

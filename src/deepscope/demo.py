@@ -71,7 +71,18 @@ def _spectra_section(ctx: DemoContext) -> Section:
                    tables=[("per-layer spectra", r.table[cols])], figures=figures)
 
 
-DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [_training_section, _spectra_section]
+def _interpolation_section(ctx: DemoContext) -> Section:
+    from deepscope.report.landscape_paths import interpolation_section
+    return interpolation_section(ctx)
+
+
+def _measures_section(ctx: DemoContext) -> Section:
+    from deepscope.report.measures import measures_section
+    return measures_section(ctx)
+
+
+DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [
+    _training_section, _spectra_section, _interpolation_section, _measures_section]
 
 
 def run_demo(out: str | Path = "deepscope-demo", *, epochs: int = 15, seed: int = 0,

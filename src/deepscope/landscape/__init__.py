@@ -3,6 +3,9 @@
 Building block: :class:`deepscope.landscape.evaluate.PointEvaluator` (loss/accuracy at any
 parameter vector, on a private copy of the model, BatchNorm statistics re-estimated).
 """
+from deepscope.landscape.align import align
 from deepscope.landscape.evaluate import PointEvaluator
+from deepscope.landscape.interpolate import interpolate
+from deepscope.landscape.result_paths import AlignResult, InterpolationResult
 
-__all__ = ["PointEvaluator"]
+__all__ = ["PointEvaluator", "interpolate", "align", "InterpolationResult", "AlignResult"]

@@ -14,6 +14,8 @@ from deepscope.errors import (CheckpointError, ConfigError, DataError, Deepscope
 from deepscope.nets import build_model, load_model
 from deepscope.result import Result
 from deepscope import train  # the subpackage; callable: deepscope.train(model, data, config)
+from deepscope import realization  # the subpackage; callable: deepscope.realization(a, b)
+from deepscope.realization import RealizationResult
 from deepscope.train import Callback, TrainConfig, TrainResult, evaluate
 from deepscope.train.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from deepscope.weights import SpectraMonitor, SpectraResult, spectra
@@ -28,12 +30,13 @@ __all__ = [
     # verbs
     "train", "train_and_save", "evaluate", "load", "load_checkpoint", "save_checkpoint",
     "load_dataset", "build_model", "load_model", "spectra", "hessian", "interpolate", "align",
-    "measures",
+    "measures", "realization",
     # configuration and callbacks
     "TrainConfig", "Callback", "SpectraMonitor",
     # result types
     "Result", "TrainResult", "Checkpoint", "Dataset", "SpectraResult", "HessianResult",
     "InterpolationResult", "AlignResult", "MeasuresResult",
+    "RealizationResult",
     # errors
     "DeepscopeError", "ConfigError", "ShapeError", "DataError", "CheckpointError",
     "UntrustedPickleError", "TrainingDivergedError", "ModelError",

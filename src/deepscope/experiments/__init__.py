@@ -3,7 +3,11 @@
 - :func:`batch_size_study` (Martin & Mahoney): smaller batches -> more eigenvalues outside the
   Marchenko-Pastur bulk of the fully connected layers, lower MP soft rank, heavier tails and
   a smaller generalization gap.
+- :func:`inverse_stability_study` (Berner et al.): parameter distance modulo symmetries vs
+  realization distance over trained pairs of shallow ReLU nets; injected pathologies break
+  the bound and are detected.
 """
 from deepscope.experiments.batch_size import batch_size_spec, batch_size_study
+from deepscope.experiments.inverse_stability import inverse_stability_study
 
-__all__ = ["batch_size_study", "batch_size_spec"]
+__all__ = ["batch_size_study", "batch_size_spec", "inverse_stability_study"]

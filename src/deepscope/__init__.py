@@ -6,7 +6,8 @@ Sub-packages hold the details: ``deepscope.data``, ``deepscope.nets``, ``deepsco
 """
 from deepscope.curvature import HessianResult, hessian
 from deepscope.data import Dataset, load_dataset
-from deepscope.generalization import MeasuresResult, measures
+from deepscope.generalization import (GapResult, MarginResult, MeasuresResult, margins,
+                                      measures, predict_gap)
 from deepscope.landscape import AlignResult, InterpolationResult, align, interpolate
 from deepscope.errors import (CheckpointError, ConfigError, DataError, DeepscopeError,
                               ModelError, ShapeError, TrainingDivergedError,
@@ -30,13 +31,13 @@ __all__ = [
     # verbs
     "train", "train_and_save", "evaluate", "load", "load_checkpoint", "save_checkpoint",
     "load_dataset", "build_model", "load_model", "spectra", "hessian", "interpolate", "align",
-    "measures", "realization",
+    "measures", "margins", "predict_gap", "realization",
     # configuration and callbacks
     "TrainConfig", "Callback", "SpectraMonitor",
     # result types
     "Result", "TrainResult", "Checkpoint", "Dataset", "SpectraResult", "HessianResult",
     "InterpolationResult", "AlignResult", "MeasuresResult",
-    "RealizationResult",
+    "RealizationResult", "MarginResult", "GapResult",
     # errors
     "DeepscopeError", "ConfigError", "ShapeError", "DataError", "CheckpointError",
     "UntrustedPickleError", "TrainingDivergedError", "ModelError",

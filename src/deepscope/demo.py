@@ -76,13 +76,19 @@ def _interpolation_section(ctx: DemoContext) -> Section:
     return interpolation_section(ctx)
 
 
+def _margins_section(ctx: DemoContext) -> Section:
+    from deepscope.report.generalization import margins_section
+    return margins_section(ctx)
+
+
 def _measures_section(ctx: DemoContext) -> Section:
     from deepscope.report.measures import measures_section
     return measures_section(ctx)
 
 
 DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [
-    _training_section, _spectra_section, _interpolation_section, _measures_section]
+    _training_section, _spectra_section, _interpolation_section, _margins_section,
+    _measures_section]
 
 
 def run_demo(out: str | Path = "deepscope-demo", *, epochs: int = 15, seed: int = 0,

@@ -6,8 +6,11 @@
 - :func:`inverse_stability_study` (Berner et al.): parameter distance modulo symmetries vs
   realization distance over trained pairs of shallow ReLU nets; injected pathologies break
   the bound and are detected.
+- :func:`margin_gap_study` (Jiang et al. 2019, 2020): a zoo of small models, margin signatures
+  and generalization measures scored on how well they predict the gap.
 """
 from deepscope.experiments.batch_size import batch_size_spec, batch_size_study
 from deepscope.experiments.inverse_stability import inverse_stability_study
+from deepscope.experiments.margin_gap import margin_gap_study
 
-__all__ = ["batch_size_study", "batch_size_spec", "inverse_stability_study"]
+__all__ = ["batch_size_study", "batch_size_spec", "inverse_stability_study", "margin_gap_study"]

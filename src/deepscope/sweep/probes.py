@@ -10,6 +10,10 @@ Built-in probes:
 
 - ``"spectra"``: :func:`deepscope.weights.probe.spectra` (heavy-tailed self-regularization,
   one row per layer; ``progress`` is forced off inside workers).
+- ``"margins"``: :func:`deepscope.generalization.probes.margins_probe` (normalized margin
+  distributions at four layers and their 20-feature signature, Jiang et al. 2019).
+- ``"measures"``: :func:`deepscope.generalization.probes.measures_probe` (the generalization
+  measures of :func:`deepscope.generalization.measures.measures`, Jiang et al. 2020).
 
 For the ``"process"`` engine a probe function must be picklable by reference (defined at the
 top level of an importable module); Ray pickles closures too. The registry lives in the
@@ -87,6 +91,11 @@ def spectra_probe(checkpoint: str | Path, **options: Any):
 
 
 register_probe("spectra", spectra_probe)
+
+from deepscope.generalization.probes import margins_probe, measures_probe  # noqa: E402
+
+register_probe("margins", margins_probe)
+register_probe("measures", measures_probe)
 
 
 def _resolve(probes: Iterable[str] | str | None, options: Mapping[str, Any] | None

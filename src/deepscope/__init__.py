@@ -6,6 +6,7 @@ Sub-packages hold the details: ``deepscope.data``, ``deepscope.nets``, ``deepsco
 """
 from deepscope.curvature import HessianResult, hessian
 from deepscope.data import Dataset, load_dataset
+from deepscope.dynamics import NTKMonitor, NTKResult, ntk
 from deepscope.generalization import (GapResult, MarginResult, MeasuresResult, margins,
                                       measures, predict_gap)
 from deepscope.landscape import AlignResult, InterpolationResult, align, interpolate
@@ -31,13 +32,13 @@ __all__ = [
     # verbs
     "train", "train_and_save", "evaluate", "load", "load_checkpoint", "save_checkpoint",
     "load_dataset", "build_model", "load_model", "spectra", "hessian", "interpolate", "align",
-    "measures", "margins", "predict_gap", "realization",
+    "measures", "margins", "predict_gap", "realization", "ntk",
     # configuration and callbacks
-    "TrainConfig", "Callback", "SpectraMonitor",
+    "TrainConfig", "Callback", "SpectraMonitor", "NTKMonitor",
     # result types
     "Result", "TrainResult", "Checkpoint", "Dataset", "SpectraResult", "HessianResult",
     "InterpolationResult", "AlignResult", "MeasuresResult",
-    "RealizationResult", "MarginResult", "GapResult",
+    "RealizationResult", "MarginResult", "GapResult", "NTKResult",
     # errors
     "DeepscopeError", "ConfigError", "ShapeError", "DataError", "CheckpointError",
     "UntrustedPickleError", "TrainingDivergedError", "ModelError",

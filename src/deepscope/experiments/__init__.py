@@ -8,9 +8,13 @@
   the bound and are detected.
 - :func:`margin_gap_study` (Jiang et al. 2019, 2020): a zoo of small models, margin signatures
   and generalization measures scored on how well they predict the gap.
+- :func:`overparam_experiment` (Du et al. 2018): two-layer ReLU nets of growing width converge
+  linearly, keep λ_min(H(t)) >= λ0/2, and drift less from the H∞ Gram as they widen.
 """
 from deepscope.experiments.batch_size import batch_size_spec, batch_size_study
 from deepscope.experiments.inverse_stability import inverse_stability_study
 from deepscope.experiments.margin_gap import margin_gap_study
+from deepscope.experiments.overparam import overparam_experiment
 
-__all__ = ["batch_size_study", "batch_size_spec", "inverse_stability_study", "margin_gap_study"]
+__all__ = ["batch_size_study", "batch_size_spec", "inverse_stability_study", "margin_gap_study",
+           "overparam_experiment"]

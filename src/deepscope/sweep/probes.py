@@ -14,6 +14,8 @@ Built-in probes:
   distributions at four layers and their 20-feature signature, Jiang et al. 2019).
 - ``"measures"``: :func:`deepscope.generalization.probes.measures_probe` (the generalization
   measures of :func:`deepscope.generalization.measures.measures`, Jiang et al. 2020).
+- ``"ntk"``: :func:`deepscope.dynamics.ntk.ntk_probe` (empirical NTK Gram on probe points:
+  lambda_min, lambda_max, condition number).
 
 For the ``"process"`` engine a probe function must be picklable by reference (defined at the
 top level of an importable module); Ray pickles closures too. The registry lives in the
@@ -96,6 +98,10 @@ from deepscope.generalization.probes import margins_probe, measures_probe  # noq
 
 register_probe("margins", margins_probe)
 register_probe("measures", measures_probe)
+
+from deepscope.dynamics.ntk import ntk_probe  # noqa: E402
+
+register_probe("ntk", ntk_probe)
 
 
 def _resolve(probes: Iterable[str] | str | None, options: Mapping[str, Any] | None

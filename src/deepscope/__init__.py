@@ -14,6 +14,7 @@ from deepscope.errors import (CheckpointError, ConfigError, DataError, Deepscope
                               ModelError, ShapeError, TrainingDivergedError,
                               UntrustedPickleError)
 from deepscope.nets import build_model, load_model
+from deepscope.representations import CKAResult, GDVResult, cka, gdv
 from deepscope.result import Result
 from deepscope import train  # the subpackage; callable: deepscope.train(model, data, config)
 from deepscope import realization  # the subpackage; callable: deepscope.realization(a, b)
@@ -32,13 +33,15 @@ __all__ = [
     # verbs
     "train", "train_and_save", "evaluate", "load", "load_checkpoint", "save_checkpoint",
     "load_dataset", "build_model", "load_model", "spectra", "hessian", "interpolate", "align",
-    "measures", "margins", "predict_gap", "realization", "ntk",
+    "measures", "margins", "predict_gap", "realization", "ntk", "gdv",
+    "cka",
     # configuration and callbacks
     "TrainConfig", "Callback", "SpectraMonitor", "NTKMonitor",
     # result types
     "Result", "TrainResult", "Checkpoint", "Dataset", "SpectraResult", "HessianResult",
     "InterpolationResult", "AlignResult", "MeasuresResult",
     "RealizationResult", "MarginResult", "GapResult", "NTKResult",
+    "GDVResult", "CKAResult",
     # errors
     "DeepscopeError", "ConfigError", "ShapeError", "DataError", "CheckpointError",
     "UntrustedPickleError", "TrainingDivergedError", "ModelError",

@@ -86,6 +86,11 @@ def _ntk_section(ctx: DemoContext) -> Section:
     return ntk_section(ctx)
 
 
+def _representations_section(ctx: DemoContext) -> Section:
+    from deepscope.report.representations import representations_section
+    return representations_section(ctx)
+
+
 def _measures_section(ctx: DemoContext) -> Section:
     from deepscope.report.measures import measures_section
     return measures_section(ctx)
@@ -93,7 +98,7 @@ def _measures_section(ctx: DemoContext) -> Section:
 
 DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [
     _training_section, _spectra_section, _interpolation_section, _margins_section,
-    _measures_section, _ntk_section]
+    _measures_section, _representations_section, _ntk_section]
 
 
 def run_demo(out: str | Path = "deepscope-demo", *, epochs: int = 15, seed: int = 0,

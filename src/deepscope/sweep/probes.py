@@ -16,6 +16,8 @@ Built-in probes:
   measures of :func:`deepscope.generalization.measures.measures`, Jiang et al. 2020).
 - ``"ntk"``: :func:`deepscope.dynamics.ntk.ntk_probe` (empirical NTK Gram on probe points:
   lambda_min, lambda_max, condition number).
+- ``"gdv"``: :func:`deepscope.representations.gdv.gdv_probe` (generalized discrimination
+  value per layer, Schilling et al. 2018).
 
 For the ``"process"`` engine a probe function must be picklable by reference (defined at the
 top level of an importable module); Ray pickles closures too. The registry lives in the
@@ -102,6 +104,10 @@ register_probe("measures", measures_probe)
 from deepscope.dynamics.ntk import ntk_probe  # noqa: E402
 
 register_probe("ntk", ntk_probe)
+
+from deepscope.representations.gdv import gdv_probe  # noqa: E402
+
+register_probe("gdv", gdv_probe)
 
 
 def _resolve(probes: Iterable[str] | str | None, options: Mapping[str, Any] | None

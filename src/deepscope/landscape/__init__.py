@@ -4,8 +4,11 @@ Building block: :class:`deepscope.landscape.evaluate.PointEvaluator` (loss/accur
 parameter vector, on a private copy of the model, BatchNorm statistics re-estimated).
 """
 from deepscope.landscape.align import align
+from deepscope.landscape.connect import connect
 from deepscope.landscape.evaluate import PointEvaluator
 from deepscope.landscape.interpolate import interpolate
+from deepscope.landscape.result_connect import ConnectResult
 from deepscope.landscape.result_paths import AlignResult, InterpolationResult
 
-__all__ = ["PointEvaluator", "interpolate", "align", "InterpolationResult", "AlignResult"]
+__all__ = ["PointEvaluator", "interpolate", "align", "connect", "InterpolationResult",
+           "AlignResult", "ConnectResult"]

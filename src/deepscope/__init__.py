@@ -9,8 +9,8 @@ from deepscope.data import Dataset, load_dataset
 from deepscope.dynamics import NTKMonitor, NTKResult, ntk
 from deepscope.generalization import (GapResult, MarginResult, MeasuresResult, margins,
                                       measures, predict_gap)
-from deepscope.landscape import (AlignResult, ConnectResult, InterpolationResult, align,
-                                 connect, interpolate)
+from deepscope.landscape import (AlignResult, ConnectResult, InterpolationResult,
+                                 SurfaceResult, align, connect, interpolate, surface)
 from deepscope.errors import (CheckpointError, ConfigError, DataError, DeepscopeError,
                               ModelError, ShapeError, TrainingDivergedError,
                               UntrustedPickleError)
@@ -34,14 +34,14 @@ __all__ = [
     # verbs
     "train", "train_and_save", "evaluate", "load", "load_checkpoint", "save_checkpoint",
     "load_dataset", "build_model", "load_model", "spectra", "hessian", "interpolate", "align",
-    "connect",
+    "connect", "surface",
     "measures", "margins", "predict_gap", "realization", "ntk", "gdv",
     "cka",
     # configuration and callbacks
     "TrainConfig", "Callback", "SpectraMonitor", "NTKMonitor",
     # result types
     "Result", "TrainResult", "Checkpoint", "Dataset", "SpectraResult", "HessianResult",
-    "InterpolationResult", "AlignResult", "ConnectResult", "MeasuresResult",
+    "InterpolationResult", "AlignResult", "ConnectResult", "SurfaceResult", "MeasuresResult",
     "RealizationResult", "MarginResult", "GapResult", "NTKResult",
     "GDVResult", "CKAResult",
     # errors

@@ -81,6 +81,11 @@ def _connection_section(ctx: DemoContext) -> Section:
     return connection_section(ctx)
 
 
+def _surface_section(ctx: DemoContext) -> Section:
+    from deepscope.report.landscape_surface import surface_section
+    return surface_section(ctx)
+
+
 def _margins_section(ctx: DemoContext) -> Section:
     from deepscope.report.generalization import margins_section
     return margins_section(ctx)
@@ -103,7 +108,8 @@ def _measures_section(ctx: DemoContext) -> Section:
 
 DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [
     _training_section, _spectra_section, _interpolation_section, _connection_section,
-    _margins_section, _measures_section, _representations_section, _ntk_section]
+    _surface_section, _margins_section, _measures_section, _representations_section,
+    _ntk_section]
 
 
 def run_demo(out: str | Path = "deepscope-demo", *, epochs: int = 15, seed: int = 0,

@@ -91,3 +91,15 @@ def test_tuple_and_dict_data_and_errors(digits):
                          "widths": [9]}, seed=0)
     with pytest.raises(ShapeError, match="expected shape"):
         ev.vector(other)
+
+
+def test_explicit_bn_inputs(digits):
+    m = _resnet(digits)
+    x, _ = digits.split("train")
+    a = PointEvaluator(m, digits, bn_samples=100, seed=3)
+    b = PointEvaluator(m, digits, bn_inputs=a.bn_inputs)
+    assert torch.equal(a.bn_inputs, b.bn_inputs) and b.bn_inputs.shape[0] == 100
+    theta = a.vector(m) * 0.9
+    assert a.evaluate(theta) == b.evaluate(theta)
+    with pytest.raises(ShapeError, match="bn_inputs"):
+        PointEvaluator(m, digits, bn_inputs=torch.zeros(4, 3))

@@ -9,6 +9,8 @@ from deepscope.landscape.evaluate import PointEvaluator
 from deepscope.landscape.interpolate import interpolate
 from deepscope.landscape.result_connect import ConnectResult
 from deepscope.landscape.result_paths import AlignResult, InterpolationResult
+from deepscope.landscape.result_surface import SurfaceResult
+from deepscope.landscape.surface import surface
 
-__all__ = ["PointEvaluator", "interpolate", "align", "connect", "InterpolationResult",
-           "AlignResult", "ConnectResult"]
+__all__ = ["PointEvaluator", "interpolate", "align", "connect", "surface",
+           "InterpolationResult", "AlignResult", "ConnectResult", "SurfaceResult"]

@@ -76,14 +76,14 @@ def _bead_runner(evaluator, arch, level: str, target: float, options: dict, engi
     from deepscope.sweep.engines import execute
 
     base = {"splits": {k: (x.cpu(), y.cpu()) for k, (x, y) in evaluator.splits.items()},
-            "bn_inputs": evaluator._bn_inputs.cpu(), "loss": evaluator.loss,
+            "bn_inputs": evaluator.bn_inputs.cpu(), "loss": evaluator.loss,
             "bn": evaluator.bn, "batch_size": evaluator.batch_size, "level": level,
             "target": target, "options": options, "device": str(evaluator.device)}
     if engine == "local":
         base["model"] = evaluator.copy
     else:
         base["arch"] = arch
-        base["buffers"] = {n: b.detach().cpu() for n, b in evaluator._own_buffers.items()}
+        base["buffers"] = {n: b.detach().cpu() for n, b in evaluator.buffers.items()}
 
     def run(payloads):
         full = [{**base, **p, "theta": p["theta"].cpu()} for p in payloads]

@@ -191,11 +191,9 @@ def _evaluator_from(payload: Mapping[str, Any]):
         model = build_model(payload["arch"], seed=0).to(payload["device"])
         if payload["buffers"]:
             model.load_state_dict(payload["buffers"], strict=False)
-    ev = PointEvaluator(model, payload["splits"], loss=payload["loss"], bn=payload["bn"],
-                        batch_size=payload["batch_size"])
     # the same BatchNorm re-estimation inputs as the driver's evaluator
-    ev._bn_inputs = payload["bn_inputs"].to(ev.device, ev.dtype)
-    return ev
+    return PointEvaluator(model, payload["splits"], loss=payload["loss"], bn=payload["bn"],
+                          batch_size=payload["batch_size"], bn_inputs=payload["bn_inputs"])
 
 
 def bead_task(payload: dict[str, Any]) -> dict[str, Any]:

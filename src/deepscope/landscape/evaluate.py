@@ -71,6 +71,8 @@ class PointEvaluator:
         loss: ``"cross_entropy"``, ``"mse"`` or None (by task / target dtype).
         bn: ``"recompute"`` or ``"keep"`` (see module docstring); ignored without BatchNorm.
         bn_samples: training samples used to re-estimate BatchNorm statistics (None: all).
+        bn_inputs: the inputs to re-estimate BatchNorm statistics from (overrides the
+            training inputs and ``bn_samples``; e.g. the driver's set, sent to a worker).
         batch_size: evaluation batch size (speed only).
         max_samples: evaluate each split on at most this many samples (a seeded subset).
         seed: seeds the subsets.
@@ -78,7 +80,8 @@ class PointEvaluator:
 
     def __init__(self, model: nn.Module, data, *, loss: str | None = None,
                  bn: str = "recompute", bn_samples: int | None = None,
-                 batch_size: int = 1024, max_samples: int | None = None, seed: int = 0):
+                 batch_size: int = 1024, max_samples: int | None = None, seed: int = 0,
+                 bn_inputs: Tensor | None = None):
         if bn not in BN_MODES:
             raise unknown_name("bn", bn, BN_MODES)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -115,8 +118,23 @@ class PointEvaluator:
         if bn_samples is not None and bn_samples < xtr.shape[0]:
             idx = torch.randperm(xtr.shape[0], generator=g)[:bn_samples].sort().values
             xtr = xtr[idx]
+        if bn_inputs is not None:
+            if tuple(bn_inputs.shape[1:]) != tuple(xtr.shape[1:]):
+                raise ShapeError(f"bn_inputs: expected samples of shape {tuple(xtr.shape[1:])}, "
+                                 f"got {tuple(bn_inputs.shape[1:])}")
+            xtr = bn_inputs.to(self.device, self.dtype)
         self._bn_inputs = xtr
         self._own_buffers = {n: b.detach().clone() for n, b in self.copy.named_buffers()}
+
+    @property
+    def bn_inputs(self) -> Tensor:
+        """The inputs BatchNorm statistics are re-estimated from."""
+        return self._bn_inputs
+
+    @property
+    def buffers(self) -> dict[str, Tensor]:
+        """The template model's own buffers (used when ``evaluate`` gets none)."""
+        return self._own_buffers
 
     # -- parameter vectors -------------------------------------------------------------
     def vector(self, source: nn.Module | Mapping[str, Tensor]) -> Tensor:

@@ -71,45 +71,30 @@ def _spectra_section(ctx: DemoContext) -> Section:
                    tables=[("per-layer spectra", r.table[cols])], figures=figures)
 
 
-def _interpolation_section(ctx: DemoContext) -> Section:
-    from deepscope.report.landscape_paths import interpolation_section
-    return interpolation_section(ctx)
+def _section_from(target: str) -> Callable[[DemoContext], Section]:
+    """A section maker imported on first use: ``"deepscope.report.module:function"``."""
+    module, _, name = target.partition(":")
 
+    def make(ctx: DemoContext) -> Section:
+        import importlib
+        return getattr(importlib.import_module(module), name)(ctx)
 
-def _connection_section(ctx: DemoContext) -> Section:
-    from deepscope.report.landscape_connect import connection_section
-    return connection_section(ctx)
-
-
-def _surface_section(ctx: DemoContext) -> Section:
-    from deepscope.report.landscape_surface import surface_section
-    return surface_section(ctx)
-
-
-def _margins_section(ctx: DemoContext) -> Section:
-    from deepscope.report.generalization import margins_section
-    return margins_section(ctx)
-
-
-def _ntk_section(ctx: DemoContext) -> Section:
-    from deepscope.report.dynamics import ntk_section
-    return ntk_section(ctx)
-
-
-def _representations_section(ctx: DemoContext) -> Section:
-    from deepscope.report.representations import representations_section
-    return representations_section(ctx)
-
-
-def _measures_section(ctx: DemoContext) -> Section:
-    from deepscope.report.measures import measures_section
-    return measures_section(ctx)
+    make.__name__ = name
+    return make
 
 
 DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [
-    _training_section, _spectra_section, _interpolation_section, _connection_section,
-    _surface_section, _margins_section, _measures_section, _representations_section,
-    _ntk_section]
+    _training_section,
+    _spectra_section,
+    _section_from("deepscope.report.landscape_paths:interpolation_section"),
+    _section_from("deepscope.report.landscape_connect:connection_section"),
+    _section_from("deepscope.report.landscape_surface:surface_section"),
+    _section_from("deepscope.report.curvature:hessian_section"),
+    _section_from("deepscope.report.generalization:margins_section"),
+    _section_from("deepscope.report.measures:measures_section"),
+    _section_from("deepscope.report.representations:representations_section"),
+    _section_from("deepscope.report.dynamics:ntk_section"),
+]
 
 
 def run_demo(out: str | Path = "deepscope-demo", *, epochs: int = 15, seed: int = 0,

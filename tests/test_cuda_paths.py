@@ -102,3 +102,29 @@ def test_cuda_hvp_equals_dense_hessian():
     H = torch.autograd.functional.hessian(loss_of, flat)
     v = torch.randn(flat.numel(), dtype=torch.float64, device="cuda")
     assert torch.allclose(op.matvec(v), H @ v, atol=1e-10)
+
+
+def test_new_probes_on_cuda_match_cpu(digits):
+    """Every data-dependent probe gives the CPU's numbers for a model on the GPU."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    m = _mlp(digits).eval()
+    g = copy.deepcopy(m).cuda()
+    fp = state_fingerprint(g)
+    checks = [
+        (lambda mm: deepscope.ntk(mm, digits, max_samples=32).summary["lambda_max"], 1e-4),
+        (lambda mm: float(deepscope.margins(mm, digits, progress=False)
+                          .signature().iloc[0]), 1e-3),
+        (lambda mm: deepscope.gdv(mm, digits, max_per_class=20, progress=False)
+         .table["gdv"].iloc[-1], 1e-4),
+        (lambda mm: float(deepscope.cka(mm, digits, max_samples=256, progress=False)
+                          .table["cka"].iloc[1]), 1e-4),
+        (lambda mm: deepscope.surface(mm, digits, dims=1, steps=5, max_samples=256,
+                                      progress=False).table["loss"].iloc[0], 1e-4),
+        (lambda mm: deepscope.interpolate(mm, _mlp(digits, 1).to(
+            next(mm.parameters()).device), digits, steps=5, progress=False)
+         .summary["barrier_train_loss"], 1e-4),
+    ]
+    for fn, rel in checks:  # abs: the barrier of two untrained nets is a float32 difference
+        assert fn(g) == pytest.approx(fn(m), rel=rel, abs=1e-6)  # of ~2.3-sized losses
+    assert state_fingerprint(g) == fp

@@ -97,7 +97,7 @@ def test_bad_arguments_exit_2(pair, capsys, tmp_path):
         main(["connect", str(a), str(b), "--threshold", "-3"])
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "positive number" in err[0]
+    assert len(err) == 1 and "a number > 0" in err[0]
     with pytest.raises(SystemExit) as exc:
         main(["connect", str(a), str(b), "--threshold", "1", "--method", "walk"])
     assert exc.value.code == 2

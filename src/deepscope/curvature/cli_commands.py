@@ -10,10 +10,10 @@ DeepscopeErrors raised by the API become exit code 2 in the CLI's main.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from deepscope.sweep.cli_commands import _positive_int
+from deepscope._cli_common import emit
+from deepscope._cli_common import positive_int as _positive_int
 
 __all__ = ["_add_hessian", "_cmd_hessian", "HESSIAN_COMMANDS"]
 
@@ -75,7 +75,6 @@ def _write_out(res, out: Path) -> None:
 
 
 def _cmd_hessian(args) -> int:
-    import pandas as pd
     import torch
     from deepscope.curvature import hessian
     from deepscope.train.checkpoint import load_checkpoint
@@ -90,23 +89,7 @@ def _cmd_hessian(args) -> int:
                   device=args.device, progress=not args.quiet)
     if args.out is not None:
         _write_out(res, args.out)
-    if args.format == "json":
-        print(res.to_json())
-        return 0
-    if args.format == "csv":
-        print(res.to_csv(), end="")
-        return 0
-    with pd.option_context("display.width", 200, "display.max_rows", 500,
-                           "display.float_format", "{:.6g}".format):
-        print(res.table.to_string(index=False, na_rep="-"))
-    print()
-    for key, val in res.summary.items():
-        if isinstance(val, float):
-            val = f"{val:.6g}"
-        elif isinstance(val, list):
-            val = json.dumps([float(f"{v:.6g}") for v in val])
-        print(f"{key}: {val}")
-    return 0
+    return emit(res, args.format)
 
 
 HESSIAN_COMMANDS = [_add_hessian]

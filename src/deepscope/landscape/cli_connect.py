@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from deepscope.sweep.cli_commands import _positive_int
+from deepscope._cli_common import positive_float as _positive_float
+from deepscope._cli_common import positive_int as _positive_int
 
 __all__ = ["COMMANDS", "EXPERIMENTS"]
 
@@ -21,16 +22,6 @@ _TABLE_COLUMNS = ("position", "segment", "t", "level", "loss", "error", "bead")
 _SUMMARY_KEYS = ("method", "level", "threshold", "connected", "normalized_length",
                  "num_beads", "depth", "max_level", "max_loss", "max_error", "level_a",
                  "level_b", "distance", "beads_trained", "beads_failed", "stop_reason")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return v
 
 
 def _floats(text: str) -> list[float]:

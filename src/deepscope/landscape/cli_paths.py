@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deepscope.sweep.cli_commands import _positive_int
+from deepscope._cli_common import positive_int as _positive_int
 
 __all__ = ["COMMANDS", "EXPERIMENTS"]
 

@@ -12,20 +12,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from deepscope._cli_common import emit
+from deepscope._cli_common import positive_int as _positive_int
+
 __all__ = ["_add_surface", "_cmd_surface", "COMMANDS", "EXPERIMENTS"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _steps(text: str) -> int | tuple[int, int]:
@@ -107,7 +99,6 @@ def _write_out(res, out: Path) -> None:
 
 
 def _cmd_surface(args) -> int:
-    import pandas as pd
     from deepscope.errors import ConfigError
     from deepscope.landscape.surface import surface
     from deepscope.train.checkpoint import load_checkpoint
@@ -132,26 +123,7 @@ def _cmd_surface(args) -> int:
                   progress=not args.quiet)
     if args.out is not None:
         _write_out(res, args.out)
-    if args.format == "json":
-        print(res.to_json())
-        return 0
-    if args.format == "csv":
-        print(res.to_csv(), end="")
-        return 0
-    with pd.option_context("display.width", 200, "display.max_rows", 2000,
-                           "display.float_format", "{:.6g}".format):
-        print(res.table.to_string(index=False, na_rep="-"))
-    print()
-    for key, val in res.summary.items():
-        if key == "trajectory_coords" or val is None:
-            continue
-        if isinstance(val, float):
-            val = f"{val:.6g}"
-        elif isinstance(val, list):
-            val = json.dumps(val if not all(isinstance(v, float) for v in val)
-                             else [float(f"{v:.6g}") for v in val])
-        print(f"{key}: {val}")
-    return 0
+    return emit(res, args.format, skip=("trajectory_coords",), max_rows=2000)
 
 
 COMMANDS: list = [_add_surface]

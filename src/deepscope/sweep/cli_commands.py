@@ -15,6 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
+from deepscope._cli_common import nonneg_float as _nonneg_float
+from deepscope._cli_common import positive_int as _positive_int
 from deepscope.result import _jsonable
 
 __all__ = ["_add_sweep", "_cmd_sweep", "_add_measure", "_cmd_measure", "_add_zoo", "_cmd_zoo",
@@ -22,26 +24,6 @@ __all__ = ["_add_sweep", "_cmd_sweep", "_add_measure", "_cmd_measure", "_add_zoo
 
 _SHOWN_METRICS = ("metrics.train_loss", "metrics.train_acc", "metrics.test_loss",
                   "metrics.test_acc")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def _setting(text: str) -> tuple[str, str, object]:

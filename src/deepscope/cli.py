@@ -376,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
     except DeepscopeError as exc:
         print(f"deepscope: error: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, FileExistsError,
+            PermissionError) as exc:
         print(f"deepscope: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # e.g. `deepscope spectra M | head`

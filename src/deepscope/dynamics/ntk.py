@@ -279,7 +279,11 @@ def ntk(model: nn.Module, probe_data, *, outputs: str | int = "sum", batch_size:
         dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
     if dtype not in (torch.float32, torch.float64):
         raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    device = torch.device(device) if device is not None else first.device
+    try:
+        device = torch.device(device) if device is not None else first.device
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ConfigError(f"device must be a torch device like 'cpu' or 'cuda:0', got "
+                          f"{device!r}") from e
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {str(device)!r} requested but CUDA is not available "
                           f"(expected 'cpu' here)")
@@ -334,6 +338,12 @@ def ntk(model: nn.Module, probe_data, *, outputs: str | int = "sum", batch_size:
                 raise ModelError(f"torch.func could not differentiate this model per sample "
                                  f"(method {used!r}): {e}") from e
     theta = 0.5 * (theta + theta.T)
+    if not bool(torch.isfinite(theta).all()):  # eigvalsh would fail with a LinAlgError
+        bad = [k for k, v in params.items() if not bool(torch.isfinite(v).all())]
+        why = (f"non-finite parameters in {', '.join(bad[:5])}" if bad
+               else "non-finite outputs or gradients on the probe inputs")
+        raise ModelError(f"the empirical NTK has NaN/inf entries ({why}): expected a model "
+                         f"with finite weights and outputs")
     elapsed = time.perf_counter() - t0
     return _result(theta, n=n, k=k, k_all=k_all, P=P, mode=mode, index=index, used=used,
                    vectorized=ker.vectorized,

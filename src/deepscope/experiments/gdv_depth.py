@@ -32,7 +32,7 @@ from typing import Any
 
 import pandas as pd
 
-from deepscope.errors import ConfigError
+from deepscope.errors import ConfigError, DataError
 from deepscope.representations.gdv import gdv_probe
 from deepscope.result import Result
 
@@ -132,6 +132,12 @@ def gdv_depth_study(zoo_dir: str | Path, *, depths: Sequence[int] = DEFAULT_DEPT
 
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    if max_per_class is not None and (isinstance(max_per_class, bool)
+                                      or not isinstance(max_per_class, int)
+                                      or max_per_class < 2):
+        # checked here: inside the probe it would only fail every run, silently
+        raise ConfigError(f"max_per_class must be an integer >= 2 (intra-class pairs) or "
+                          f"None, got {max_per_class!r}")
     common = dict(seeds=seeds, dataset=dataset, n_train=n_train, data_options=data_options,
                   epochs=epochs, lr=lr, momentum=momentum, batch_size=batch_size)
     specs = [gdv_depth_spec(depths=depths, width=width, arch="mlp", **common)]
@@ -140,9 +146,11 @@ def gdv_depth_study(zoo_dir: str | Path, *, depths: Sequence[int] = DEFAULT_DEPT
     options = {"max_per_class": max_per_class, "split": split, "seed": 0}
     kw = dict(engine=engine, workers=workers, address=address, progress=progress)
     trained = failed = 0
+    errors: dict[str, str] = {}
     for spec in specs:
         s = run_sweep(spec, zoo_dir, **kw)
         trained, failed = trained + s.done, failed + s.failed
+        errors.update(s.errors)
     wanted = {t.id for spec in specs for t in expand_spec(spec)}
     m = measure_zoo(zoo_dir, ["gdv"], options={"gdv": options}, runs=sorted(wanted), **kw)
     h = settings_hash(options)
@@ -166,6 +174,12 @@ def gdv_depth_study(zoo_dir: str | Path, *, depths: Sequence[int] = DEFAULT_DEPT
     cols = ["net", "arch", "depth", "seed", "run_id", "layer", "index", "dim", "gdv",
             "intra_mean", "inter_mean", "train_acc", "test_acc"]
     table = pd.DataFrame(rows, columns=cols)
+    if not len(table):  # nothing to report: say why instead of an empty table and exit 0
+        errors.update(m.errors)
+        why = (f"; first error: {next(iter(errors.values()))}" if errors
+               else " (no finished run)")
+        raise DataError(f"gdv-depth: no GDV could be measured on any of the {len(wanted)} "
+                        f"nets{why}")
     if len(table):
         table = table.sort_values(["arch", "depth", "seed", "index"],
                                   ascending=[False, True, True, True]).reset_index(drop=True)

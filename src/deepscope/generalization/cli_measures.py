@@ -56,6 +56,11 @@ def _cmd_measures(args) -> int:
     res = measures(ckpt.model, ckpt.dataset(), init_params=init, which=args.which,
                    seed=args.seed, batch_size=args.batch_size, max_samples=args.max_samples,
                    progress=not args.quiet)
+    if res.table.empty:  # e.g. only margin/flatness measures asked of a regression model
+        from deepscope.errors import DataError
+        why = "; ".join(f"{k}: {v}" for k, v in res.settings.get("omitted", {}).items())
+        raise DataError(f"none of the requested measures can be computed for this "
+                        f"checkpoint ({why})")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         res.to_csv(args.out / "measures.csv")

@@ -8,8 +8,10 @@
   with the same seeded standard normal ``z_k`` at every ``σ``, so the estimated drop is a
   smooth function of ``σ`` and the search is reproducible from ``seed``.
 - Sharpness (their Algorithm 2): the largest ``α`` such that the worst-case perturbation in
-  the box ``|u_i| ≤ α(|w_i| + 1)``, found by ``steps`` of projected (sign-)gradient ascent on
-  the training cross-entropy, lowers the training accuracy by at most ``target``.
+  the box ``|u_i| ≤ α`` (every coordinate, as in their eqs. 50-53 and Algorithm 2), found by
+  ``steps`` of projected (sign-)gradient ascent on the training cross-entropy, lowers the
+  training accuracy by at most ``target``. (Keskar et al. 2017 scale the box by
+  ``|w_i| + 1``; Jiang et al.'s magnitude-aware variant by ``|w_i| + ε`` — not implemented.)
 
 The one-sided drop ``acc(w) - acc(w + u)`` is used (the paper's deviation ``|·|``; noise
 essentially never raises the training accuracy by 0.1). All evaluations are in eval mode with
@@ -28,12 +30,20 @@ from torch import Tensor, nn
 
 from deepscope._params import buffers_of, functional_forward, params_of
 from deepscope._progress import progress_bar
+from deepscope.errors import ShapeError
 
-__all__ = ["NoiseEvaluator", "SearchResult", "accuracy_drop", "pacbayes_sigma",
+__all__ = ["check_labels", "NoiseEvaluator", "SearchResult", "accuracy_drop", "pacbayes_sigma",
            "worst_case_ascent", "sharpness_alpha", "MAG_EPS"]
 
 #: ε of the magnitude-aware perturbation (Jiang et al. use 1e-3)
 MAG_EPS = 1e-3
+
+
+def check_labels(y: Tensor, k: int) -> None:
+    """ShapeError unless every class label lies in ``[0, k)`` (k = number of logits)."""
+    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= k):
+        raise ShapeError(f"class labels must lie in [0, {k}) for a model with {k} outputs, "
+                         f"got labels in [{int(y.min())}, {int(y.max())}]")
 
 
 class NoiseEvaluator:
@@ -61,6 +71,7 @@ class NoiseEvaluator:
         correct = 0
         for xb, yb in self._batches():
             out = functional_forward(self.model, params, xb, buffers=self.buffers)
+            check_labels(yb, out.shape[1])  # else out-of-range labels just count as wrong
             correct += int((out.argmax(1) == yb).sum())
         return correct / self.x.shape[0]
 
@@ -168,10 +179,10 @@ class Ascent:
 
 def worst_case_ascent(ev: NoiseEvaluator, alpha: float, *, steps: int = 10) -> Ascent:
     """Projected sign-gradient ascent of the training cross-entropy over the box
-    ``|u_i| ≤ α(|w_i| + 1)``, from ``u = 0`` with step ``2.5 α(|w_i|+1) / steps`` (the usual
+    ``|u_i| ≤ α``, from ``u = 0`` with step ``2.5 α / steps`` (the usual
     PGD step for an ℓ∞ box). Returns the best iterate (so the increase is ≥ 0)."""
     w = ev.params
-    radius = {n: alpha * (v.abs() + 1.0) for n, v in w.items()}
+    radius = {n: torch.full_like(v, alpha) for n, v in w.items()}
     u = {n: torch.zeros_like(v) for n, v in w.items()}
     base = ev.loss(w)
     best_inc, best_u = 0.0, {n: t.clone() for n, t in u.items()}

@@ -265,6 +265,10 @@ class _Capture:
                 raise ModelError(f"layer {name!r} runs more than once per forward pass; "
                                  f"choose another layer")
             self.outputs[name] = output
+            # The rest of the network runs on a copy: an in-place op downstream (e.g.
+            # nn.ReLU(inplace=True) right after a captured Linear/BatchNorm) would otherwise
+            # overwrite the captured h_l, giving ν and ∇_{h_l} of the post-activation.
+            return output.clone()
         return hook
 
     def close(self) -> None:
@@ -354,9 +358,26 @@ def margins(model, data=None, layers: Sequence[str] | str | None = None, *,
     layer_names = _resolve_layers(model, layers)
 
     params = list(model.parameters())
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:  # every point would silently count as misclassified (NaN logits)
+        raise ModelError(f"the model has non-finite (NaN/inf) parameters in "
+                         f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}: expected "
+                         "finite weights")
+    batch_bn = [n for n, m in model.named_modules()
+                if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is None]
+    if batch_bn:  # eval mode still normalizes by the batch: samples are not independent
+        raise ModelError(f"BatchNorm {', '.join(batch_bn[:3])} keeps no running statistics "
+                         f"(track_running_stats=False), so its outputs depend on the batch; "
+                         f"margins need per-sample outputs (expected eval-mode statistics)")
     if device is None:
         device = params[0].device if params else torch.device("cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ConfigError(f"device must be a torch device like 'cpu' or 'cuda:0', got "
+                          f"{device!r}") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available")
     dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
 
     net = copy.deepcopy(model).to(device)  # private copy: hooks and eval() never reach `model`
@@ -381,7 +402,10 @@ def margins(model, data=None, layers: Sequence[str] | str | None = None, *,
                     raise ShapeError(f"margins need logits of shape (batch, classes), got "
                                      f"{tuple(logits.shape)}")
                 k = logits.shape[1]
-                if k < 2 or int(yb.max()) >= k or int(yb.min()) < 0:
+                if k < 2:
+                    raise ShapeError(f"margins need a classifier with at least 2 logits "
+                                     f"(f_i - f_j over classes), got {k} output(s)")
+                if int(yb.max()) >= k or int(yb.min()) < 0:
                     raise ShapeError(f"labels must lie in [0, {k}) for {k} logits; got "
                                      f"[{int(yb.min())}, {int(yb.max())}]")
                 with torch.no_grad():

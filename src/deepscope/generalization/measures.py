@@ -37,7 +37,7 @@ pacbayes_mag_init (56)                ¼ Σ_i log[(ε² + (σ'²+1)‖θ-θ0‖�
                                       + log(m/σ') + 10
 pacbayes_mag_orig (57)                the same with θ in place of θ - θ0
 sharpness_alpha, sharpness_flatness   α of :func:`.flatness.sharpness_alpha` (box
-                                      |u_i| ≤ α(|θ_i|+1)); 1/α² (54)
+                                      |u_i| ≤ α); 1/α² (54)
 sharpness_init / sharpness_orig       ‖θ-θ0‖² log(2ω) / (4α²) + log(m/α) + 10  /  ‖θ‖²
 (50/51)
 alpha, alpha_weighted, log_norm,      heavy-tailed self-regularization summaries: the means of
@@ -65,8 +65,8 @@ from deepscope._params import eval_mode
 from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, ModelError, ShapeError, unknown_name
 from deepscope.generalization.bn_fold import fold_batchnorm, layer_matrices
-from deepscope.generalization.flatness import (MAG_EPS, NoiseEvaluator, pacbayes_sigma,
-                                               sharpness_alpha)
+from deepscope.generalization.flatness import (MAG_EPS, NoiseEvaluator, check_labels,
+                                               pacbayes_sigma, sharpness_alpha)
 from deepscope.generalization.norms import PATH_NORM_MODULES, layer_norm_table, path_norm
 from deepscope.result import Result
 
@@ -153,6 +153,7 @@ def output_margins(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 
                 raise ShapeError(f"output margin needs logits of shape (N, classes >= 2), "
                                  f"got {tuple(f.shape)}")
             yb = y[i:i + batch_size]
+            check_labels(yb, f.shape[1])
             true = f.gather(1, yb[:, None])[:, 0]
             other = f.scatter(1, yb[:, None], float("-inf")).max(1).values
             out.append((true - other).cpu())
@@ -411,8 +412,17 @@ def measures(model: nn.Module, data, *, init_params: dict[str, Tensor] | None = 
     x_full, _, _ = prepare_data(data)
     m = int(x_full.shape[0])
     x, y, task = prepare_data(data, max_samples=max_samples, seed=seed)
-    dev = next(model.parameters()).device
-    x, y = x.to(dev), y.to(dev)
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise ModelError(f"the model has non-finite (NaN/inf) parameters in "
+                         f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}: expected a "
+                         "trained network with finite weights")
+    first = next(model.parameters())
+    dev = first.device
+    # inputs in the model's floating dtype (e.g. a float64 model fed a float32 dataset)
+    x = x.to(dev, first.dtype) if x.is_floating_point() and first.is_floating_point() \
+        else x.to(dev)
+    y = y.to(dev)
     work = copy.deepcopy(model).eval()  # dropout off, BatchNorm running statistics
 
     ctx = _Context(work, x, y, task, init_params, m, seed, batch_size, progress)
@@ -466,7 +476,7 @@ def measures(model: nn.Module, data, *, init_params: dict[str, Tensor] | None = 
                 "pacbayes": {"depth": SEARCH_DEPTH, "draws": MC_DRAWS, "target_drop": TARGET_DROP,
                              "sigma_max": SIGMA_MAX, "magnitude_eps": MAG_EPS},
                 "sharpness": {"depth": SHARPNESS_DEPTH, "ascent_steps": ASCENT_STEPS,
-                              "box": "|u_i| <= alpha (|w_i| + 1)", "target_drop": TARGET_DROP},
+                              "box": "|u_i| <= alpha", "target_drop": TARGET_DROP},
                 "conv_spectral_norm": "reshaped kernel (C_out, C_in*k...)",
                 "omitted": omitted}
     if layers_note:

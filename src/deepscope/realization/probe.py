@@ -23,7 +23,9 @@ import math
 
 import numpy as np
 import pandas as pd
+import torch
 
+from deepscope.errors import ConfigError
 from deepscope.realization.canonical import DEFAULT_TOL, check_ord, match_neurons, \
     parameter_distance
 from deepscope.realization.distance import realization_distance, resolve_domain
@@ -76,7 +78,14 @@ def realization(a, b, domain=None, *, samples: int = 4096, seed: int = 0, ord=2,
     ord = check_ord(ord)
     na, nb = as_shallow(a), as_shallow(b)
     if device is not None:
-        na, nb = na.to(device), nb.to(device)
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise ConfigError(f"device must be a torch device like 'cpu' or 'cuda:0', got "
+                              f"{device!r}") from e
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {str(dev)!r} requested but CUDA is not available")
+        na, nb = na.to(dev), nb.to(dev)
     if domain is None:
         domain = (-1.0, 1.0)
     dom = resolve_domain(domain, na.input_dim, max_data=max_data, seed=seed)

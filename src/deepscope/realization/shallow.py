@@ -63,6 +63,11 @@ class ShallowReLU:
         if b.shape[0] != n or A.shape[1] != n or c.shape[0] != A.shape[0]:
             raise ShapeError(f"inconsistent shallow network: W {tuple(W.shape)}, b "
                              f"{tuple(b.shape)}, A {tuple(A.shape)}, c {tuple(c.shape)}")
+        bad = [k for k, t in (("W", W), ("b", b), ("A", A), ("c", c))
+               if not bool(torch.isfinite(t).all())]
+        if bad:  # the Hungarian matching and the distances are undefined (scipy ValueError)
+            raise ModelError(f"shallow network with non-finite (NaN/inf) parameters in "
+                             f"{', '.join(bad)}: expected finite weights")
 
     # ------------------------------------------------------------------ construction
     @classmethod

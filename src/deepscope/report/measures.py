@@ -23,7 +23,7 @@ def section_from_result(res) -> Section:
             "BatchNorm-folded layer matrices (conv kernels reshaped) and their distance from "
             "initialization, path norm, PAC-Bayes flatness (largest Gaussian σ that costs at "
             "most 0.1 train accuracy, 15 bisection steps x 10 draws; magnitude-aware variant "
-            "with noise variance σ'²w² + 1e-6) and sharpness (largest box α(|w|+1) whose "
+            "with noise variance σ'²w² + 1e-6) and sharpness (largest box |u_i| ≤ α whose "
             "worst case found by 10 steps of projected gradient ascent costs at most 0.1 "
             "train accuracy). In the paper's large study, flatness measures were the most "
             "robust predictors of the generalization gap and spectral-norm products the "

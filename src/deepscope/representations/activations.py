@@ -75,6 +75,18 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _device(device) -> torch.device:
+    """``torch.device(device)``, with a ConfigError for a bad name or an absent CUDA."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ConfigError(f"device must be a torch device like 'cpu' or 'cuda:0', got "
+                          f"{device!r}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(dev)!r} requested but CUDA is not available")
+    return dev
+
+
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
     for t in model.parameters():
         if t.is_floating_point():
@@ -280,7 +292,7 @@ def capture_activations(model: nn.Module, x, layers=None, *, batch_size: int = 5
     refs = resolve_layers(model, layers)
     explicit = layers is not None
     own = model_device(model)
-    dev = own if device is None else torch.device(device)
+    dev = own if device is None else _device(device)
     net = model if dev == own else copy.deepcopy(model).to(dev)
     dtype = _model_dtype(net)
     mods = dict(net.named_modules())
@@ -294,7 +306,9 @@ def capture_activations(model: nn.Module, x, layers=None, *, batch_size: int = 5
         if t.dim() == 0 or t.shape[0] != state["bs"]:
             raise ShapeError(f"layer {ref.name!r} ({ref.type}) gave shape {tuple(t.shape)} for "
                              f"a batch of {state['bs']}; expected the batch dimension first")
-        current[ref.name] = t.reshape(t.shape[0], -1)
+        # a copy: an in-place op later in the forward pass (nn.ReLU(inplace=True) after a
+        # captured Linear/Conv/BatchNorm) would otherwise overwrite the stored activations
+        current[ref.name] = t.reshape(t.shape[0], -1).clone()
 
     handles = []
     try:

@@ -86,6 +86,10 @@ def _inner(a: _Rep, b: _Rep) -> float:
 
 def _prepare(x: Tensor, name: str, unbiased: bool) -> _Rep:
     n, p = x.shape
+    if not bool(torch.isfinite(x).all()):  # e.g. NaN weights: a noted NaN, never a silent one
+        return _Rep(name, p, None, None, torch.zeros(n, dtype=x.dtype, device=x.device),
+                    math.nan, math.nan,
+                    f"{name}: contains NaN or infinite values (non-finite weights or inputs?)")
     xc = x - x.mean(0, keepdim=True)
     scale = float(x.norm())
     norm_c = float(xc.norm())

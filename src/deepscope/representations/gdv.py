@@ -274,7 +274,10 @@ def gdv(model: nn.Module, data, layers=None, *, split: str = "train",
     rows, stats = [], {}
     for i, (name, a) in enumerate(progress_bar(list(acts.items()), enabled=progress,
                                                desc="GDV", unit="layer")):
-        st = gdv_of(a, labels, block_size=block_size)
+        try:
+            st = gdv_of(a, labels, block_size=block_size)
+        except DataError as e:  # e.g. NaN activations: say which layer
+            raise DataError(f"layer {name!r}: {e}") from None
         stats[name] = st
         rows.append({"layer": name, "type": types.get(name, ""),
                      "index": i if include_input else i + 1, "dim": st.dim, "n": st.n,

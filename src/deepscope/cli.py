@@ -299,7 +299,8 @@ def _cmd_batch_size(args) -> int:
                            n_train=args.n_train, epochs=args.epochs, lr=args.lr,
                            momentum=args.momentum,
                            engine=args.engine, workers=args.workers, address=args.address,
-                           progress=not args.quiet)
+                           task_cpus=args.task_cpus, task_gpus=args.task_gpus,
+                           threads=args.threads, progress=not args.quiet)
     if args.out is not None:
         from deepscope.report.html import figure_png
         args.out.mkdir(parents=True, exist_ok=True)

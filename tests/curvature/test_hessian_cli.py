@@ -40,6 +40,7 @@ def test_json_and_out_dir(checkpoint, capsys, tmp_path):
     assert data["kind"] == "hessian" and data["summary"]["num_samples"] == 100
     assert {r["block"] for r in data["table"]} == {"all", "fc1", "out"}  # the MLP's modules
     assert (tmp_path / "hessian.csv").exists() and (tmp_path / "density.csv").exists()
+    assert (tmp_path / "density.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "summary.json").exists()
 
 

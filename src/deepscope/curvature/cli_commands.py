@@ -59,7 +59,7 @@ def _add_hessian(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--out", type=Path, default=None,
-                   help="write hessian.csv, summary.json and density.csv here")
+                   help="write hessian.csv, summary.json, density.csv and density.png here")
     p.set_defaults(func=_cmd_hessian)
 
 
@@ -72,6 +72,10 @@ def _write_out(res, out: Path) -> None:
         name = "density.csv" if block == "all" else f"density_{block.replace('/', '_')}.csv"
         np.savetxt(out / name, np.column_stack([d.grid, d.density]), delimiter=",",
                    header="grid,density", comments="")
+    if "all" in res.densities:
+        from deepscope.report.curvature import plot_density
+        from deepscope.report.html import figure_png
+        (out / "density.png").write_bytes(figure_png(plot_density(res)))
 
 
 def _cmd_hessian(args) -> int:

@@ -80,8 +80,11 @@ def batch_size_study(zoo_dir: str | Path, *, batch_sizes: Sequence[int] = DEFAUL
                      dataset: str = "digits", n_train: int | None = None, epochs: int = 20,
                      lr: float = 0.01, momentum: float = 0.0, engine: str = "local",
                      workers: int | None = None, address: str | None = None,
+                     task_cpus: float = 1, task_gpus: float = 0, threads: int | None = None,
                      progress: bool = True) -> Result:
     """Run (or resume) the study in ``zoo_dir``; return one row per trained run.
+
+    Engine options (``engine`` ... ``threads``) are those of :func:`deepscope.sweep.run_sweep`.
 
     ``summary["by_batch_size"]`` holds the means over seeds per batch size and
     ``summary["spearman"]`` the rank correlation of each quantity with the batch size.
@@ -91,7 +94,8 @@ def batch_size_study(zoo_dir: str | Path, *, batch_sizes: Sequence[int] = DEFAUL
     spec = batch_size_spec(batch_sizes=batch_sizes, seeds=seeds, arch=arch, width=width,
                            dataset=dataset, n_train=n_train, epochs=epochs, lr=lr,
                            momentum=momentum)
-    kw = dict(engine=engine, workers=workers, address=address, progress=progress)
+    kw = dict(engine=engine, workers=workers, address=address, task_cpus=task_cpus,
+              task_gpus=task_gpus, threads=threads, progress=progress)
     sweep = run_sweep(spec, zoo_dir, **kw)
     measure_zoo(zoo_dir, ["spectra"], **kw)
     from deepscope.sweep import expand_spec

@@ -7,12 +7,12 @@ train networks of increasing depth and measure the Generalized Discrimination Va
 GDV first falls (classes separate better) layer by layer and with depth, then stops improving
 (or worsens) beyond some depth; they use that turn to pick the depth.
 
-This experiment trains MLPs with ``1 .. max(depths)`` hidden layers of equal width (He
+This experiment trains MLPs with each of ``depths`` hidden layers of equal width (He
 initialization, SGD with momentum) on a built-in dataset through the sweep engine (resumable;
 ``engine="process"`` or ``"ray"`` to parallelize), optionally also the MiniAlexNet CNN of
 :mod:`deepscope.nets.cnn` (2 conv + 2 fully connected hidden layers, counted as depth 4), and
-measures the GDV per layer of each trained net with the ``"gdv"`` probe (registered in
-:mod:`deepscope.sweep.probes`' registry by importing this module). It reports, per net, the
+measures the GDV per layer of each trained net with the built-in ``"gdv"`` zoo probe
+(:func:`deepscope.representations.gdv.gdv_probe`). It reports, per net, the
 layer with the minimum GDV and where the GDV stops falling along the layers, and across nets
 the depth whose output layer has the best (most negative) GDV, mean over seeds.
 
@@ -42,15 +42,6 @@ __all__ = ["gdv_depth_spec", "gdv_depth_study", "gdv_probe", "nets_table", "DEFA
 DEFAULT_DEPTHS = (1, 2, 4, 8, 12, 16)
 DATASETS = ("digits", "mnist1d", "gaussian-mixture")
 _CNN_DEPTH = 4  # MiniAlexNet: conv1, conv2, fc1, fc2
-
-
-def _register() -> None:
-    from deepscope.sweep import register_probe, registered_probes
-    if "gdv" not in registered_probes():
-        register_probe("gdv", gdv_probe)
-
-
-_register()
 
 
 def _positive_ints(name: str, values) -> list[int]:
@@ -116,8 +107,11 @@ def gdv_depth_study(zoo_dir: str | Path, *, depths: Sequence[int] = DEFAULT_DEPT
                     epochs: int = 15, lr: float = 0.01, momentum: float = 0.9,
                     batch_size: int = 32, max_per_class: int | None = 100,
                     split: str = "train", engine: str = "local", workers: int | None = None,
-                    address: str | None = None, progress: bool = True) -> Result:
+                    address: str | None = None, task_cpus: float = 1, task_gpus: float = 0,
+                    threads: int | None = None, progress: bool = True) -> Result:
     """Train (or resume) the nets in ``zoo_dir``, measure GDV per layer, find the turn.
+
+    Engine options (``engine`` ... ``threads``) are those of :func:`deepscope.sweep.run_sweep`.
 
     Returns a Result with one row per (run, layer): ``net``, ``arch``, ``depth``, ``seed``,
     ``run_id``, ``layer``, ``index`` (0 = input), ``dim``, ``gdv``, ``intra_mean``,
@@ -144,7 +138,8 @@ def gdv_depth_study(zoo_dir: str | Path, *, depths: Sequence[int] = DEFAULT_DEPT
     if include_cnn:
         specs.append(gdv_depth_spec(arch="cnn", cnn_width=cnn_width, **common))
     options = {"max_per_class": max_per_class, "split": split, "seed": 0}
-    kw = dict(engine=engine, workers=workers, address=address, progress=progress)
+    kw = dict(engine=engine, workers=workers, address=address, task_cpus=task_cpus,
+              task_gpus=task_gpus, threads=threads, progress=progress)
     trained = failed = 0
     errors: dict[str, str] = {}
     for spec in specs:

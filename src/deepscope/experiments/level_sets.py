@@ -84,7 +84,7 @@ _REFERENCE = ("Freeman & Bruna 2017 (read off their figures): quadratic 1.27 at 
 #: Table columns, in order.
 COLUMNS = ("task", "threshold", "pair", "seed_a", "seed_b", "level_a", "level_b",
            "connected", "normalized_length", "num_beads", "depth", "max_level",
-           "beads_failed", "time_s")
+           "beads_short_of_alpha", "time_s")
 
 
 class _Snapshots:
@@ -257,7 +257,8 @@ def _connect_pairs(jobs, snaps, dataset, task, connect, progress_bar, progress, 
                      "level_a": s["level_a"], "level_b": s["level_b"],
                      "connected": s["connected"], "normalized_length": s["normalized_length"],
                      "num_beads": s["num_beads"], "depth": s["depth"],
-                     "max_level": s["max_level"], "beads_failed": s["beads_failed"],
+                     "max_level": s["max_level"],
+                     "beads_short_of_alpha": s["beads_short_of_alpha"],
                      "time_s": time.perf_counter() - t0})
     return rows
 
@@ -284,7 +285,7 @@ def _finish(table, levels, task, not_reached, with_counterexample, seed, setting
         cx = counterexample(seed=seed, progress=False)
         summary["counterexample"] = {k: cx.summary[k] for k in (
             "connected", "stop_reason", "threshold", "max_level", "num_beads",
-            "beads_failed", "depth")}
+            "beads_short_of_alpha", "depth")}
         summary["counterexample"]["linear"] = cx.settings.get("linear_verdict")
     return Result("level_sets", table, summary=summary, settings=settings)
 

@@ -21,7 +21,7 @@ __all__ = ["COMMANDS", "EXPERIMENTS"]
 _TABLE_COLUMNS = ("position", "segment", "t", "level", "loss", "error", "bead")
 _SUMMARY_KEYS = ("method", "level", "threshold", "connected", "normalized_length",
                  "num_beads", "depth", "max_level", "max_loss", "max_error", "level_a",
-                 "level_b", "distance", "beads_trained", "beads_failed", "stop_reason")
+                 "level_b", "distance", "beads_trained", "beads_short_of_alpha", "stop_reason")
 
 
 def _floats(text: str) -> list[float]:

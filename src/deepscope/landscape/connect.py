@@ -257,7 +257,7 @@ def connect(a, b, data=None, method: str = "dss", threshold: float | None = None
         path_length=summary["normalized_length"] * chord,
         beads_trained=len(log), beads_inserted=sum(1 for e in log if e["inserted"]),
         beads_below_alpha=sum(1 for e in log if e["reached_alpha"]),
-        beads_failed=sum(1 for e in log if not e["reached_alpha"]),
+        beads_short_of_alpha=sum(1 for e in log if not e["reached_alpha"]),
         bead_log=log)
     return ConnectResult(kind="connect", table=table, summary=summary, settings=settings,
                          beads=[t.detach() for t in beads], evaluator=ev)

@@ -212,7 +212,8 @@ def _cmd_gdv_depth(args) -> int:
                           lr=args.lr, momentum=args.momentum, batch_size=args.batch_size,
                           max_per_class=args.max_per_class, split=args.split,
                           engine=args.engine, workers=args.workers, address=args.address,
-                          progress=not args.quiet)
+                          task_cpus=args.task_cpus, task_gpus=args.task_gpus,
+                          threads=args.threads, progress=not args.quiet)
     nets = nets_table(res)
     if args.out is not None:
         from deepscope.report.html import figure_png

@@ -27,10 +27,12 @@ hyper-parameter). Then :func:`deepscope.generalization.predict.predict_gap` meas
 (and the measures), fits the signature regression (k-fold) and scores everything.
 
 One measured run of the defaults (``deepscope experiment margin-gap --engine process
---workers 2``, 2 CPU cores shared with other jobs): 5 min 46 s wall (training 160 s, margins
-and all measures 169 s). Gaps 0.04-0.36 (mean 0.074); the signature regression reached
-k-fold R² 0.59 (adjusted 0.38; 0.79 with ``ridge=1``) and τ 0.40 between out-of-fold
-prediction and gap; the best single measure was ``pacbayes_mag_flatness`` (τ 0.50, Ψ 0.62).
+--workers 2``, 2 otherwise idle CPU cores, 2026-11-23): 63 s wall (training 22 s, margins
+and all measures 35 s; 5 min 46 s on the same cores shared with other jobs). Gaps mean
+0.074 (sd 0.070); the signature regression reached k-fold R² 0.59 (adjusted 0.38; 0.79
+with ``ridge=1``) and τ 0.40 between out-of-fold prediction and gap; the best single
+measure was ``pacbayes_mag_flatness`` (τ 0.50, Ψ 0.62); ``sharpness_flatness`` (box
+|u_i| ≤ α) τ 0.16.
 Bigger zoos: more ``seeds`` and alternatives per arm, ``engine="ray"`` (``address=`` for a
 cluster whose nodes share the zoo directory).
 """

@@ -1,8 +1,9 @@
 """deepscope.spectra against weightwatcher's default ``analyze()``, side by side, one run.
 
-Models (random weights, built locally): a small transformer (token embedding 8000x256, a
-4-layer torch TransformerEncoder with d_model 256, 8 heads, feed-forward 1024, an LM head)
-and VGG11 (configuration A, 25088-4096-4096-1000 head, 132.9M parameters).
+Models (random weights, built locally by ``_models.py``): a BERT-small-sized transformer
+(token embedding 30522x512, a 4-layer torch TransformerEncoder with d_model 512, 8 heads,
+feed-forward 2048, 43.9M parameters) and VGG11 (configuration A, 25088-4096-4096-1000 head,
+132.9M parameters).
 
 Timing: both tools run in this process on the same model, alternating, each at its defaults
 (weightwatcher 0.7.7 ``WeightWatcher(model=m).analyze()``; ``deepscope.spectra(m)``, which
@@ -16,6 +17,12 @@ the analysis itself needs on top of the model).
 
 Targets (issue 3): deepscope >= 5x faster on CPU (aim 10x), peak memory no higher.
 Exit status 1 when a target is missed; the numbers are printed either way.
+
+Measured 2026-11-23 (``--reps 3``, 2 otherwise idle CPU cores, torch 2.13 CPU):
+transformer ww 2.33 s vs deepscope 0.43 s (26 matrices vs ww's 14) = 5.4x (6.5x on ww's 14
+layers), analysis memory 329 vs 88 MiB; VGG11 62.7 s vs 5.7 s = 11.0x, 1972 vs 420 MiB.
+The transformer ratio moves with weightwatcher's own time (2.2-4.1 s across runs; earlier
+runs gave 4.5x-6.2x), deepscope's is steady at 0.41-0.50 s (Grams ~0.2 s, eigvalsh ~0.15 s).
 """
 from __future__ import annotations
 

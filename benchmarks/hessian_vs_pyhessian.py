@@ -12,6 +12,16 @@ structure of a trained network (``--no-train`` to use the initialization).
 
     .venv/bin/python benchmarks/hessian_vs_pyhessian.py [--samples 4096] [--no-train]
 
+Measured 2026-11-23 (2 otherwise idle CPU cores, torch 2.13 CPU, ``--repeats 3``): reference
+λ1 = 0.22510058 (λ2 = 0.12005); PyHessian 1.55 s, 10 products, rel. error 1.2e-3; deepscope
+default (residual tol 1e-4) 1.03 s, 6 products, 2.4e-5 -> ratio 0.67; ``rtol=1e-3`` 0.67 s,
+4 products, 2.6e-5 -> ratio 0.43 (target 0.33 not met). The products cost the same on both
+sides (~0.16 s, the same reverse-over-reverse pass on a kept graph), so the ratio is set by
+the counts: Lanczos needs 4-5 for 1e-3 from a random start where PyHessian's power iteration
+stops after 8-11 (before reaching 1e-3). Trace, 100 products each: deepscope (Hutch++) 16.8 s,
+standard error 0.026, PyHessian 16.6 s, 0.036 -> ratio 1.01 (parity; Hutch++ would need ~54
+products for PyHessian's error).
+
 PyHessian is optional (``pip install --no-deps pyhessian==0.1``); if it cannot be imported or
 run, the script says so and still reports deepscope's numbers. PyHessian's ``density`` uses the
 removed ``torch.eig`` and is expected to fail on current torch.

@@ -22,6 +22,9 @@ the same forward FLOPs per point and the CPU is compute-bound, so batching canno
     cpu (2 thr), mlp    1.50 ms (loop)     1.58 ms             1.05x
     cpu (2 thr), cnn    18.9 ms (loop)     22.0 ms             1.17x
 
+On the 2-core development machine (2026-11-23, idle, torch 2.13 CPU, mlp): 2.42 ms vs
+2.46 ms per point, ratio 1.02.
+
 loss-landscapes is optional (``pip install --no-deps loss-landscapes==3.0.6``). Its known bugs
 are not replicated by deepscope (see docs / the reference notes): ``distance`` is inverted
 (the plane spans ``||theta|| / distance``), its directions are drawn from U[0, 1) (all

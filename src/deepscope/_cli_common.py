@@ -50,15 +50,20 @@ def format_value(val) -> str:
     return str(val)
 
 
-def print_table(table, *, max_rows: int = 1000) -> None:
+def print_table(table, *, max_rows: int = 1000, index: bool = False) -> None:
+    """A DataFrame with floats to 6 significant digits and NaN as ``-``; a longer one shows
+    its first and last ``max_rows // 2`` rows. ``index=True`` keeps the row labels (e.g. a
+    matrix indexed by layer)."""
     import pandas as pd
     with pd.option_context("display.width", 250, "display.max_columns", 60,
                            "display.max_rows", max_rows, "display.float_format",
                            "{:.6g}".format):
-        print(table.to_string(index=False, na_rep="-"))
+        print(table.to_string(index=index, na_rep="-", max_rows=max_rows))
 
 
 def print_summary(summary: dict, *, keys=None, skip=()) -> None:
+    """``key: value`` lines (see :func:`format_value`), in ``keys`` order when given (keys
+    missing from the summary are left out), leaving out ``skip`` and None values."""
     for key in (summary if keys is None else keys):
         val = summary.get(key)
         if key in skip or val is None:
@@ -66,14 +71,17 @@ def print_summary(summary: dict, *, keys=None, skip=()) -> None:
         print(f"{key}: {format_value(val)}")
 
 
-def emit(res, fmt: str, *, table=None, skip=(), max_rows: int = 1000) -> int:
-    """Print a Result as JSON, CSV, or its table (``table`` overrides) and summary; return 0."""
+def emit(res, fmt: str, *, table=None, keys=None, skip=(), max_rows: int = 1000,
+         index: bool = False) -> int:
+    """Print a Result as JSON, CSV, or its table (``table`` overrides) and summary (``keys``,
+    ``skip``: see :func:`print_summary`; ``max_rows``, ``index``: see :func:`print_table`);
+    return 0."""
     if fmt == "json":
         print(res.to_json())
     elif fmt == "csv":
         print(res.to_csv(), end="")
     else:
-        print_table(res.table if table is None else table, max_rows=max_rows)
+        print_table(res.table if table is None else table, max_rows=max_rows, index=index)
         print()
-        print_summary(res.summary, skip=skip)
+        print_summary(res.summary, keys=keys, skip=skip)
     return 0

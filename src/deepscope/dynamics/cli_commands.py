@@ -13,7 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from deepscope.sweep.cli_commands import _positive_int
+from deepscope._cli_common import emit
+from deepscope._cli_common import positive_int as _positive_int
 
 __all__ = ["COMMANDS", "EXPERIMENTS"]
 
@@ -36,24 +37,6 @@ def _ints(text: str) -> list[int]:
     if not vals:
         raise argparse.ArgumentTypeError(f"expected at least one integer, got {text!r}")
     return vals
-
-
-def _print(res, fmt: str, keys=None) -> None:
-    import pandas as pd
-    if fmt == "json":
-        print(res.to_json())
-        return
-    if fmt == "csv":
-        print(res.to_csv(), end="")
-        return
-    with pd.option_context("display.width", 220, "display.max_rows", 60,
-                           "display.max_columns", 40, "display.float_format", "{:.6g}".format):
-        print(res.table.to_string(index=False, na_rep="-", max_rows=60))
-    print()
-    for key, val in res.summary.items():
-        if keys is not None and key not in keys:
-            continue
-        print(f"{key}: {f'{val:.6g}' if isinstance(val, float) else val}")
 
 
 # --------------------------------------------------------------------------- ntk
@@ -102,8 +85,7 @@ def _cmd_ntk(args) -> int:
         res.to_json(args.out / "summary.json")
         np.savetxt(args.out / "gram.csv", res.gram.double().numpy(), delimiter=",")
         (args.out / "ntk_spectrum.png").write_bytes(figure_png(plot_ntk_spectrum(res)))
-    _print(res, args.format)
-    return 0
+    return emit(res, args.format, max_rows=60)
 
 
 # --------------------------------------------------------------------------- overparam
@@ -151,8 +133,7 @@ def _cmd_overparam(args) -> int:
         for name, plot in (("loss_curves", plot_loss_curves), ("gram_curves", plot_gram_curves),
                            ("width_scaling", plot_width_scaling)):
             (out / f"{name}.png").write_bytes(figure_png(plot(res)))
-    _print(res, args.format)
-    return 0
+    return emit(res, args.format, max_rows=60)
 
 
 COMMANDS = [_add_ntk]

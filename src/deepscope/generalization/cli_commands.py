@@ -11,10 +11,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from deepscope.sweep.cli_commands import _add_engine, _positive_int
+from deepscope._cli_common import emit
+from deepscope._cli_common import positive_int as _positive_int
+from deepscope.sweep.cli_commands import _add_engine
 
 __all__ = ["COMMANDS", "EXPERIMENTS"]
 
@@ -44,30 +45,6 @@ def _output_args(p: argparse.ArgumentParser) -> None:
                    help="how to print the result (default: table)")
     p.add_argument("--out", type=Path, default=None,
                    help="write tables, summary and figures here")
-
-
-def _print(res, fmt: str, *, drop: tuple[str, ...] = ()) -> None:
-    import pandas as pd
-    if fmt == "json":
-        print(res.to_json())
-        return
-    if fmt == "csv":
-        print(res.to_csv(), end="")
-        return
-    table = res.table.drop(columns=[c for c in drop if c in res.table.columns])
-    with pd.option_context("display.width", 250, "display.max_columns", 60,
-                           "display.max_rows", 500, "display.float_format", "{:.4g}".format):
-        print(table.to_string(index=False, na_rep="-"))
-    print()
-    for key, val in res.summary.items():
-        if isinstance(val, dict):
-            val = json.dumps(val) if key == "errors" else ", ".join(
-                f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in val.items())
-        elif isinstance(val, float):
-            val = f"{val:.4g}"
-        elif isinstance(val, list):
-            val = ", ".join(map(str, val))
-        print(f"{key}: {val}")
 
 
 # ----------------------------------------------------------------------------- margins
@@ -107,14 +84,10 @@ def _cmd_margins(args) -> int:
                             "log_value": res.signature(log=True).to_numpy()})
         sig.to_csv(args.out / "signature.csv", index=False)
         (args.out / "margins.png").write_bytes(figure_png(plot_margins(res)))
+    emit(res, args.format, skip=("signature",))
     if args.format == "table":
-        res_print = type(res)(res.kind, res.table,
-                              summary={k: v for k, v in res.summary.items() if k != "signature"})
-        _print(res_print, "table")
         print("signature (log|.|): " + ", ".join(
             f"{k}={v:.3f}" for k, v in res.signature(log=True).items()))
-    else:
-        _print(res, args.format)
     return 0
 
 
@@ -174,9 +147,8 @@ def _cmd_predict_gap(args) -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             res.to_csv(args.out / "gap_prediction.csv")
             res.to_json(args.out / "gap_prediction.json")
-        _print(res, args.format, drop=tuple(c for c in res.table.columns
-                                            if c.startswith("log_")))
-        return 0
+        return emit(res, args.format, table=res.table.drop(
+            columns=[c for c in res.table.columns if c.startswith("log_")]))
     if len(args.paths) != 1:
         raise ConfigError(f"predict-gap: expected one zoo directory (or --predictor P.json "
                           f"with checkpoints), got {len(args.paths)} paths")
@@ -193,8 +165,7 @@ def _cmd_predict_gap(args) -> int:
         res.predictor.save(args.save_predictor)
     if args.out is not None:
         _write_gap(res, args.out, "predict_gap")
-    _print(res, args.format)
-    return 0
+    return emit(res, args.format)
 
 
 # ----------------------------------------------------------------------------- experiment
@@ -249,8 +220,7 @@ def _cmd_margin_gap(args) -> int:
                            progress=not args.quiet)
     if args.out is not None:
         _write_gap(res, args.out, "margin_gap")
-    _print(res, args.format)
-    return 0
+    return emit(res, args.format)
 
 
 COMMANDS: list = [_add_margins, _add_predict_gap]

@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deepscope.sweep.cli_commands import _positive_int
+from deepscope._cli_common import emit, print_table
+from deepscope._cli_common import positive_int as _positive_int
 
 __all__ = ["_add_measures", "_cmd_measures", "COMMANDS", "EXPERIMENTS"]
 
@@ -48,7 +49,6 @@ def _add_measures(sub) -> None:
 
 
 def _cmd_measures(args) -> int:
-    import pandas as pd
     from deepscope.generalization.measures import measures
     from deepscope.train.checkpoint import load_checkpoint
     ckpt = load_checkpoint(args.checkpoint)
@@ -66,15 +66,9 @@ def _cmd_measures(args) -> int:
         res.to_csv(args.out / "measures.csv")
         res.layers.to_csv(args.out / "layers.csv", index=False)
         (args.out / "measures.json").write_text(res.to_json())
-    if args.format == "json":
-        print(res.to_json())
-        return 0
-    if args.format == "csv":
-        print(res.to_csv(), end="")
-        return 0
-    with pd.option_context("display.width", 200, "display.max_rows", 500,
-                           "display.max_colwidth", 60, "display.float_format", "{:.6g}".format):
-        print(res.table.to_string(index=False, na_rep="-"))
+    if args.format != "table":
+        return emit(res, args.format)
+    print_table(res.table)
     omitted = res.settings.get("omitted", {})
     if omitted:
         print()

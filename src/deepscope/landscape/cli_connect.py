@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from deepscope._cli_common import emit, print_table
 from deepscope._cli_common import positive_float as _positive_float
 from deepscope._cli_common import positive_int as _positive_int
 
@@ -108,24 +109,7 @@ def _cmd_connect(args) -> int:
         res.to_csv(args.out / "connect.csv")
         res.to_json(args.out / "connect.json")
         (args.out / "connect.png").write_bytes(figure_png(plot_connection(res)))
-    if args.format == "json":
-        print(res.to_json())
-    elif args.format == "csv":
-        print(res.to_csv(), end="")
-    else:
-        _print_table(res.table[list(_TABLE_COLUMNS)])
-        for k in _SUMMARY_KEYS:
-            v = res.summary.get(k)
-            print(f"{k}: {v:.6g}" if isinstance(v, float) else f"{k}: {v}")
-    return 0
-
-
-def _print_table(table) -> None:
-    import pandas as pd
-    with pd.option_context("display.width", 200, "display.max_rows", 1000,
-                           "display.float_format", "{:.6g}".format):
-        print(table.to_string(index=False, na_rep="-"))
-    print()
+    return emit(res, args.format, table=res.table[list(_TABLE_COLUMNS)], keys=_SUMMARY_KEYS)
 
 
 # --------------------------------------------------------------------------- level-sets
@@ -177,19 +161,16 @@ def _cmd_level_sets(args) -> int:
         res.to_csv(args.out / "level_sets.csv")
         res.to_json(args.out / "level_sets.json")
         (args.out / "level_sets.png").write_bytes(figure_png(plot_level_sets(res)))
-    if args.format == "json":
-        print(res.to_json())
-    elif args.format == "csv":
-        print(res.to_csv(), end="")
-    else:
-        import pandas as pd
-        _print_table(res.table)
-        print("per threshold:")
-        _print_table(pd.DataFrame(res.summary["by_threshold"]))
-        for k in ("spearman_length_vs_threshold", "not_reached", "counterexample",
-                  "reference"):
-            if k in res.summary:
-                print(f"{k}: {json.dumps(res.summary[k], default=str)}")
+    if args.format != "table":
+        return emit(res, args.format)
+    import pandas as pd
+    print_table(res.table)
+    print("\nper threshold:")
+    print_table(pd.DataFrame(res.summary["by_threshold"]))
+    print()
+    for k in ("spearman_length_vs_threshold", "not_reached", "counterexample", "reference"):
+        if k in res.summary:
+            print(f"{k}: {json.dumps(res.summary[k], default=str)}")
     return 0
 
 

@@ -12,28 +12,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from deepscope._cli_common import emit, print_summary, print_table
 from deepscope._cli_common import positive_int as _positive_int
 
 __all__ = ["COMMANDS", "EXPERIMENTS"]
-
-
-def _fmt(v) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)
-
-
-def _print_summary(summary: dict, keys=None) -> None:
-    for k, v in summary.items():
-        if keys is None or k in keys:
-            if isinstance(v, dict):
-                v = ", ".join(f"{kk}={_fmt(vv)}" for kk, vv in v.items())
-            print(f"{k}: {_fmt(v)}")
-
-
-def _print_table(table) -> None:
-    import pandas as pd
-    with pd.option_context("display.width", 250, "display.max_columns", 60,
-                           "display.max_rows", 500, "display.float_format", "{:.5g}".format):
-        print(table.to_string(index=False, na_rep="-"))
 
 
 def _barrier_keys(res) -> list[str]:
@@ -115,16 +97,14 @@ def _cmd_interpolate(args) -> int:
         table = pd.concat(frames, ignore_index=True)
         print(table[["curve", *raw.table.columns]].to_csv(index=False), end="")
         return 0
-    _print_table(raw.table)
-    print()
-    _print_summary(raw.summary, [*_barrier_keys(raw), "distance", "bn", "loss"])
+    emit(raw, "table", keys=[*_barrier_keys(raw), "distance", "loss", "bn"])
     if aligned is not None:
         print("\naligned (b permuted to match a by weight matching):")
-        _print_table(aligned.table)
+        print_table(aligned.table)
         print()
-        _print_summary(al.summary, ["rounds", "converged", "fraction_moved",
-                                    "distance_before", "distance_after"])
-        _print_summary(aligned.summary, _barrier_keys(aligned))
+        print_summary(al.summary, keys=["rounds", "converged", "distance_before",
+                                        "distance_after", "fraction_moved"])
+        print_summary(aligned.summary, keys=_barrier_keys(aligned))
     return 0
 
 
@@ -179,7 +159,7 @@ def _cmd_align(args) -> int:
                           "barriers": barriers}, indent=2))
         return 0
     print(f"wrote {args.output}")
-    _print_summary({k: v for k, v in res.summary.items() if k != "time_s"})
+    print_summary(res.summary, skip=("time_s",))
     for k, v in barriers.items():
         print(f"{k}: {v['before']:.6g} -> {v['after']:.6g}")
     return 0

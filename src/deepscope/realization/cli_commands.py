@@ -10,21 +10,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
+from deepscope._cli_common import emit, print_summary, print_table
+from deepscope._cli_common import positive_int as _positive_int
+
 __all__ = ["COMMANDS", "EXPERIMENTS"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
 
 
 def _interval(text: str) -> tuple[float, float]:
@@ -53,23 +45,6 @@ def _floats(low: float):
 def _add_output(p: argparse.ArgumentParser, files: str) -> None:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--out", type=Path, default=None, help=f"write {files} here")
-
-
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items())
-    if isinstance(v, list):
-        return json.dumps([float(f"{x:.6g}") if isinstance(x, float) else x for x in v])
-    return str(v)
-
-
-def _print_table(df) -> None:
-    import pandas as pd
-    with pd.option_context("display.width", 220, "display.max_rows", 500,
-                           "display.max_columns", 40, "display.float_format", "{:.6g}".format):
-        print(df.to_string(index=False, na_rep="-"))
 
 
 # --------------------------------------------------------------------------- realization
@@ -121,24 +96,20 @@ def _cmd_realization(args) -> int:
         res.pathologies.to_csv(args.out / "pathologies.csv", index=False)
         (args.out / "summary.json").write_text(res.to_json())
         (args.out / "realization.png").write_bytes(figure_png(plot_realization(res)))
-    if args.format == "json":
-        print(res.to_json())
-        return 0
-    if args.format == "csv":
-        print(res.to_csv(), end="")
-        return 0
-    _print_table(res.table)
+    if args.format != "table":
+        return emit(res, args.format)
+    print_table(res.table)
     print()
     if len(res.pathologies):
         print("pathologies:")
-        _print_table(res.pathologies)
+        print_table(res.pathologies)
     else:
         print("pathologies: none")
     print()
-    for key, val in res.summary.items():
-        if key == "argmax" and len(val) > 4:
-            val = f"({len(val)} coordinates; see --format json)"
-        print(f"{key}: {_fmt(val)}")
+    summary = dict(res.summary)
+    if len(summary.get("argmax") or ()) > 4:
+        summary["argmax"] = f"({len(summary['argmax'])} coordinates; see --format json)"
+    print_summary(summary)
     return 0
 
 
@@ -195,13 +166,9 @@ def _cmd_inverse_stability(args) -> int:
         res.to_json(args.out / "inverse_stability.json")
         (args.out / "inverse_stability.png").write_bytes(
             figure_png(plot_inverse_stability(res)))
-    if args.format == "json":
-        print(res.to_json())
-        return 0
-    if args.format == "csv":
-        print(res.to_csv(), end="")
-        return 0
-    _print_table(res.table)
+    if args.format != "table":
+        return emit(res, args.format)
+    print_table(res.table)
     s = res.summary
     print()
     for name in ("fit", "fit_sobolev", "fit_raw"):

@@ -12,20 +12,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from deepscope._cli_common import emit, print_table
+from deepscope._cli_common import positive_int as _positive_int
+
 __all__ = ["COMMANDS", "EXPERIMENTS"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def _int_list(text: str) -> list[int]:
@@ -55,26 +47,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cpu, cuda, ... (default: the model's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
-
-
-def _print(res, fmt: str, table=None) -> None:
-    if fmt == "json":
-        print(res.to_json())
-        return
-    if fmt == "csv":
-        print(res.to_csv(), end="")
-        return
-    import pandas as pd
-    with pd.option_context("display.width", 200, "display.max_rows", 500,
-                           "display.max_columns", 60, "display.float_format", "{:.4g}".format):
-        print((res.table if table is None else table).to_string(index=table is not None))
-    print()
-    for key, val in res.summary.items():
-        if isinstance(val, float):
-            val = f"{val:.4g}"
-        elif isinstance(val, (list, dict)):
-            val = json.dumps(val)
-        print(f"{key}: {val}")
 
 
 # --------------------------------------------------------------------------- gdv
@@ -115,8 +87,7 @@ def _cmd_gdv(args) -> int:
     if args.out is not None:
         from deepscope.report.representations import save_gdv
         save_gdv(res, args.out)
-    _print(res, args.format)
-    return 0
+    return emit(res, args.format)
 
 
 # --------------------------------------------------------------------------- cka
@@ -161,13 +132,11 @@ def _cmd_cka(args) -> int:
     if args.out is not None:
         from deepscope.report.representations import save_cka
         save_cka(res, args.out)
+    emit(res, args.format, table=res.matrix, index=True)
     if args.format == "table":
-        _print(res, "table", res.matrix)
         notes = res.table[res.table["note"] != ""]
         for _, r in notes.drop_duplicates("note").iterrows():
             print(f"NaN: {r['note']}")
-    else:
-        _print(res, args.format)
     return 0
 
 
@@ -224,17 +193,16 @@ def _cmd_gdv_depth(args) -> int:
         res.to_json(args.out / "gdv_depth.json")
         (args.out / "gdv_depth.png").write_bytes(figure_png(plot_gdv_depth(res)))
     if args.format != "table":
-        _print(res, args.format)
-        return 0
-    import pandas as pd
-    with pd.option_context("display.width", 200, "display.max_columns", 40,
-                           "display.float_format", "{:.4g}".format):
-        wide = res.table.pivot_table(index="index", columns="net", values="gdv",
-                                     aggfunc="mean", sort=False)
-        print("GDV per layer (rows: layer index, 0 = input; mean over seeds):")
-        print(wide.to_string())
-        print("\nper net:")
-        print(nets.to_string(index=False) if len(nets) else "(no finished runs)")
+        return emit(res, args.format)
+    wide = res.table.pivot_table(index="index", columns="net", values="gdv", aggfunc="mean",
+                                 sort=False)
+    print("GDV per layer (rows: layer index, 0 = input; mean over seeds):")
+    print_table(wide, index=True)
+    print("\nper net:")
+    if len(nets):
+        print_table(nets)
+    else:
+        print("(no finished runs)")
     s = res.summary
     print(f"\nbest output-layer GDV at depth {s['best_depth']} "
           f"({s['best_output_gdv']:.4g}); output GDV stops improving at depth "

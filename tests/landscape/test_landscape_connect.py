@@ -305,3 +305,44 @@ def test_plot_connection_draws_the_profiles_and_the_threshold():
     l0 = next(ln for lab, ln in lines.items() if lab.startswith("L0"))
     assert list(l0.get_ydata()) == [0.01, 0.01]
     assert ax.get_yscale() == "symlog"  # the straight line's barrier is > 20 L0
+
+
+def test_a_failed_bead_next_to_an_inserted_one_keeps_a_full_profile():
+    """Depth 1 has two failing segments; its first bead is inserted, the second fails: the
+    result is "undetermined" and the profile still covers every segment of the path."""
+    from deepscope.landscape.dss import find_connection
+    from deepscope.landscape.evaluate import PointEvaluator
+    a, b = chain(1.0, 1.0), chain(-1.0, -1.0)       # the segment crosses w = 0 (loss MX2)
+    ev = PointEvaluator(a, (X, Y))
+    calls = []
+
+    def run_beads(payloads):
+        calls.append(len(payloads))
+        out = []
+        for k, p in enumerate(payloads):
+            if len(calls) == 1:   # depth 0 -> 1: a bead off the hyperbola, both halves fail
+                theta = torch.tensor([0.0, 0.0])
+                out.append({"id": p["id"], "status": "done", "theta": theta,
+                            "level_final": 0.0, "loss_final": 0.0, "error_final": math.nan,
+                            "steps": 1, "reached_alpha": True, "error": None})
+            elif k == 0:          # depth 1 -> 2: the first bead is "trained" onto a's point
+                out.append({"id": p["id"], "status": "done", "theta": ev.vector(a),
+                            "level_final": 0.0, "loss_final": 0.0, "error_final": math.nan,
+                            "steps": 1, "reached_alpha": True, "error": None})
+            else:                 # ... the second cannot be trained into the level set
+                out.append({"id": p["id"], "status": "done", "theta": p["theta"],
+                            "level_final": 1.0, "loss_final": 1.0, "error_final": math.nan,
+                            "steps": 1, "reached_alpha": False, "error": None})
+        return out
+
+    r = find_connection(ev, ev.vector(a), ev.vector(b), threshold=0.01, grid=5,
+                        run_beads=run_beads, progress=False)
+    assert calls == [1, 2]
+    assert r["connected"] == "undetermined" and "could not be trained" in r["stop_reason"]
+    assert len(r["beads"]) == 4 and len(r["segments"]) == 3   # a, inserted bead, bead 1, b
+    for i, j, rows in r["segments"]:
+        assert len(rows) == 5
+        for row in rows[1:-1]:  # the end points carry the (stubbed) bead records
+            theta = (1 - row["t"]) * r["beads"][r["bead_ids"].index(i)] \
+                + row["t"] * r["beads"][r["bead_ids"].index(j)]
+            assert row["loss"] == pytest.approx(chain_loss(theta), rel=1e-4, abs=1e-7)

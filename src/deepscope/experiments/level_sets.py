@@ -50,7 +50,9 @@ __all__ = ["TASKS", "level_set_study", "counterexample_pair", "counterexample",
 TASKS: dict[str, dict[str, Any]] = {
     "quadratic": {
         "data": {"name": "polyreg", "degree": 2, "n_train": 500, "n_test": 500, "seed": 0},
-        "arch": {"arch": "mlp", "widths": [4, 4], "activation": "relu"},
+        # He init: with PyTorch's default init the trained 1-4-4-1 nets kept only 4-5 of
+        # their 8 ReLUs alive and beads between them stalled (1 of 3 pairs connected)
+        "arch": {"arch": "mlp", "widths": [4, 4], "activation": "relu", "init": "he"},
         "train": {"optimizer": "adam", "lr": 0.01, "batch_size": 25, "epochs": 150},
         "thresholds": (0.03, 0.01, 0.005),
         "bead_train": {"optimizer": "adam", "lr": 0.01, "max_steps": 2000,
@@ -59,7 +61,7 @@ TASKS: dict[str, dict[str, Any]] = {
     },
     "cubic": {
         "data": {"name": "polyreg", "degree": 3, "n_train": 500, "n_test": 500, "seed": 0},
-        "arch": {"arch": "mlp", "widths": [4, 4], "activation": "relu"},
+        "arch": {"arch": "mlp", "widths": [4, 4], "activation": "relu", "init": "he"},
         "train": {"optimizer": "adam", "lr": 0.01, "batch_size": 25, "epochs": 150},
         "thresholds": (0.3, 0.2, 0.1),
         "bead_train": {"optimizer": "adam", "lr": 0.01, "max_steps": 2000,

@@ -344,6 +344,11 @@ def find_connection(evaluator, theta_a: Tensor, theta_b: Tensor, *, threshold: f
             frontier = new_frontier
     finally:
         bar.close()
+    for i, j in zip(path[:-1], path[1:]):
+        # beads inserted at the depth where another bead failed: their two new segments
+        # were not checked yet; evaluate them so the returned profile covers the whole path
+        if (i, j) not in grids:
+            grids[(i, j)] = _segment_grid(evaluator, nodes[i], nodes[j], grid, level)
     segments = [(i, j, grids[(i, j)]) for i, j in zip(path[:-1], path[1:])]
     return {"connected": connected, "stop_reason": reason, "depth": depth,
             "beads": [nodes[i]["theta"] for i in path], "bead_ids": path,

@@ -78,7 +78,8 @@ def _bead_runner(evaluator, arch, level: str, target: float, options: dict, engi
     base = {"splits": {k: (x.cpu(), y.cpu()) for k, (x, y) in evaluator.splits.items()},
             "bn_inputs": evaluator.bn_inputs.cpu(), "loss": evaluator.loss,
             "bn": evaluator.bn, "batch_size": evaluator.batch_size, "level": level,
-            "target": target, "options": options, "device": str(evaluator.device)}
+            "target": target, "options": options, "device": str(evaluator.device),
+            "dtype": evaluator.dtype}
     if engine == "local":
         base["model"] = evaluator.copy
     else:
@@ -123,7 +124,8 @@ def connect(a, b, data=None, method: str = "dss", threshold: float | None = None
             with ``"process"`` or ``"ray"`` (needs a deepscope-built architecture:
             ``model.deepscope_spec`` or a checkpoint); ``"local"`` trains them in turn.
         loss, bn, bn_samples, batch_size, max_samples: see
-            :class:`~deepscope.landscape.evaluate.PointEvaluator`.
+            :class:`~deepscope.landscape.evaluate.PointEvaluator`; ``bn="keep"`` is refused
+            for BatchNorm models (it would use a's running statistics at every point).
         seed: evaluation subsets, bead and bend training.
 
     Returns:
@@ -162,6 +164,12 @@ def connect(a, b, data=None, method: str = "dss", threshold: float | None = None
         loss = ck_a.loss_name
     ev = PointEvaluator(model_a, data, loss=loss, bn=bn, bn_samples=bn_samples,
                         batch_size=batch_size, max_samples=max_samples, seed=seed)
+    if bn == "keep" and ev.bn_modules:
+        # "keep" would evaluate every point, b and the beads included, with a's running
+        # statistics: b's level would not be b's, and beads have no statistics of their own
+        raise ConfigError("bn='keep' cannot be used by connect() on a model with BatchNorm: "
+                          "it would evaluate b and every bead with a's running statistics; "
+                          "use bn='recompute'")
     if level == "test_error":
         if "test" not in ev.splits:
             raise ConfigError("level 'test_error' needs a test split: pass a Dataset or "
@@ -170,6 +178,10 @@ def connect(a, b, data=None, method: str = "dss", threshold: float | None = None
             raise ConfigError("level 'test_error' needs integer class labels (classification); "
                               "got regression targets (use level='train_loss')")
     theta_a, theta_b = ev.vector(model_a), ev.vector(model_b)
+    # same parameter shapes are not enough: b is evaluated in a's architecture (a copy of a),
+    # so module types (activations, ...) and buffers must agree as well
+    from deepscope.landscape.interpolate import check_same_architecture
+    check_same_architecture(model_a, model_b)
     if bool(torch.equal(theta_a, theta_b)):
         raise ConfigError("a and b have identical parameters: nothing to connect")
     settings = {"method": method, "threshold": threshold, "level": level, "alpha": alpha,

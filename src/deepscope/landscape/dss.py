@@ -135,6 +135,9 @@ def fit(evaluator, variables: Sequence[Tensor], point: Callable[[torch.Generator
         opt = torch.optim.SGD(list(variables), lr=options["lr"], momentum=options["momentum"])
     gen = torch.Generator().manual_seed(int(seed))
     bs = options["batch_size"] or x.shape[0]
+    # BatchNorm in training mode cannot normalize a batch of one sample: drop a trailing
+    # batch of 1 (a different sample each shuffled epoch)
+    drop_last = bool(evaluator.bn_modules) and x.shape[0] % bs == 1 and x.shape[0] > 1
     buffers = {n: b.detach().clone() for n, b in model.named_buffers()}
     step, stopped = 0, False
     model.eval()
@@ -142,7 +145,8 @@ def fit(evaluator, variables: Sequence[Tensor], point: Callable[[torch.Generator
         m.train()
     try:
         while True:
-            for xb, yb in batches(x, y, bs, shuffle=bs < x.shape[0], generator=gen):
+            for xb, yb in batches(x, y, bs, shuffle=bs < x.shape[0], generator=gen,
+                                  drop_last=drop_last):
                 if step % options["check_every"] == 0 and done is not None:
                     model.eval()
                     stopped = bool(done())
@@ -188,7 +192,9 @@ def _evaluator_from(payload: Mapping[str, Any]):
     model = payload.get("model")
     if model is None:  # another process: rebuild the architecture, load the buffers
         from deepscope.nets import build_model
-        model = build_model(payload["arch"], seed=0).to(payload["device"])
+        # in the driver's floating dtype (float64 models stay float64 in the workers)
+        model = build_model(payload["arch"], seed=0).to(payload["device"],
+                                                        payload.get("dtype", torch.float32))
         if payload["buffers"]:
             model.load_state_dict(payload["buffers"], strict=False)
     # the same BatchNorm re-estimation inputs as the driver's evaluator
@@ -201,8 +207,8 @@ def bead_task(payload: dict[str, Any]) -> dict[str, Any]:
 
     Payload (picklable): ``id``, ``theta`` (CPU tensor), ``arch`` (a deepscope arch spec),
     ``buffers`` (state-dict buffers), ``splits`` ({split: (x, y)} CPU tensors),
-    ``bn_inputs``, ``loss``, ``bn``, ``batch_size``, ``device``, ``level``, ``target``,
-    ``options`` (completed bead_train), ``seed``, ``threads``; with the local engine
+    ``bn_inputs``, ``loss``, ``bn``, ``batch_size``, ``device``, ``dtype``, ``level``,
+    ``target``, ``options`` (completed bead_train), ``seed``, ``threads``; with the local engine
     ``model`` (the template module) replaces ``arch``/``buffers``.
     Outcome: ``id``, ``status`` ("done"/"failed"), ``theta`` (CPU), the record of
     :func:`train_bead`, ``error``.

@@ -7,9 +7,10 @@ deep copy of the user's model, so the model itself is never touched:
 - ``vector(model_or_params)`` flattens a model's (or a parameter dict's) parameters in the
   evaluator's layout; ``evaluate(theta)`` loads θ into the copy and evaluates it.
 - BatchNorm: with ``bn="recompute"`` (default) the running statistics are re-estimated at
-  every point from the training inputs (cumulative average over ``bn_samples`` samples, only
-  the BatchNorm modules in training mode), as Frankle et al. 2020 and Jordan et al. 2023
-  ("REPAIR") do: interpolated parameters with the end points' statistics give wrong curves.
+  every point from the training inputs (cumulative average over ``bn_samples`` samples,
+  weighted by batch size, only the BatchNorm modules in training mode), as Frankle et al.
+  2020 and Jordan et al. 2023 ("REPAIR") do: interpolated parameters with the end points'
+  statistics give wrong curves.
   ``bn="keep"`` uses the buffers given to ``evaluate`` (or the model's own).
 - Splits: a deepscope Dataset gives ``train`` and ``test``; an ``(x, y)`` pair is ``train``;
   a dict ``{"train": (x, y), "test": (x, y)}`` names its own splits.
@@ -20,6 +21,8 @@ accumulated as exact sums over the split; accuracy is NaN for regression targets
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Mapping
 
 import torch
@@ -86,6 +89,11 @@ class PointEvaluator:
             raise unknown_name("bn", bn, BN_MODES)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        for name, v in (("max_samples", max_samples), ("bn_samples", bn_samples)):
+            # a negative count used to slice off samples silently (randperm(n)[:-1])
+            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral)
+                                  or v < 1):
+                raise ConfigError(f"{name} must be an integer >= 1 or None, got {v!r}")
         splits, task = split_data(data)
         self.device, self.dtype = model_device_dtype(model)
         ytrain = splits["train"][1]
@@ -174,17 +182,33 @@ class PointEvaluator:
         return self.copy
 
     def recompute_bn(self) -> None:
-        """Re-estimate BatchNorm running statistics of the copy from the training inputs."""
+        """Re-estimate BatchNorm running statistics of the copy from the training inputs.
+
+        The inputs are cut into ``ceil(n / batch_size)`` batches of near-equal size (never a
+        trailing batch of 1 sample, which BatchNorm cannot normalize in training mode), and
+        batch ``k`` of ``n_k`` samples is averaged in with momentum ``n_k / (n_1 + ... + n_k)``:
+        the running mean is the exact mean over all ``n`` samples whatever ``batch_size``
+        (the running variance the sample-weighted mean of the batch variances).
+        """
+        x = self._bn_inputs
+        n = x.shape[0]
+        if n < 2:
+            from deepscope.errors import DataError
+            raise DataError(f"re-estimating BatchNorm statistics needs at least 2 training "
+                            f"samples, got {n} (use bn='keep' or more samples)")
+        chunks = torch.tensor_split(x, max(1, min(math.ceil(n / self.batch_size), n // 2)))
         saved = [(m, m.momentum) for m in self.bn_modules]
         try:
             for m in self.bn_modules:
                 m.reset_running_stats()
-                m.momentum = None  # cumulative moving average = the plain mean over batches
                 m.train()
-            x = self._bn_inputs
+            seen = 0
             with torch.no_grad():
-                for i in range(0, x.shape[0], self.batch_size):
-                    self.copy(x[i:i + self.batch_size])
+                for xb in chunks:
+                    seen += xb.shape[0]
+                    for m in self.bn_modules:
+                        m.momentum = xb.shape[0] / seen  # cumulative, sample-weighted
+                    self.copy(xb)
         finally:
             for m, mom in saved:
                 m.momentum = mom

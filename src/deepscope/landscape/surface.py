@@ -105,6 +105,18 @@ def _ranges(span, dims: int) -> list[tuple[float, float]]:
     return [one(span)] * dims
 
 
+def _check_device(device) -> torch.device:
+    """``torch.device(device)``, refused with a ConfigError when it is not a device name or
+    not available here (e.g. "cuda" on a CPU-only machine)."""
+    try:
+        dev = torch.device(device)
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError, TypeError, ValueError) as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        raise ConfigError(f"device {device!r} cannot be used here: {first}") from None
+    return dev
+
+
 def _subset(x: Tensor, y: Tensor, max_samples: int | None, seed: int, tag: int
             ) -> tuple[Tensor, Tensor]:
     if max_samples is not None and max_samples < x.shape[0]:
@@ -206,7 +218,7 @@ def surface(model: nn.Module, data, dims: int = 2, steps: int | Sequence[int] = 
 
     # ---- private copy, parameters, device
     _, dtype = model_device_dtype(model)
-    dev = torch.device(device) if device is not None else model_device_dtype(model)[0]
+    dev = _check_device(device) if device is not None else model_device_dtype(model)[0]
     net = copy.deepcopy(model).to(dev)
     net.eval()
     for p in net.parameters():

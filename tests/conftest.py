@@ -24,3 +24,13 @@ except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
 def rng():
     import numpy as np
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks run far faster on one torch thread (no spin-waiting on busy cores);
+    use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -4,18 +4,10 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from deepscope.cli import main
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: single-threaded torch is much faster on shared cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

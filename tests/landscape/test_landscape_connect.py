@@ -23,13 +23,7 @@ X = torch.linspace(0.5, 1.5, 64).unsqueeze(1)
 Y = X.clone()
 MX2 = float((X.double() ** 2).mean())
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These toy networks are far faster single-threaded (no spin-waiting on busy cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

@@ -9,13 +9,7 @@ from deepscope.experiments.level_sets import (COLUMNS, counterexample, counterex
                                               level_set_study, swap_hidden_units)
 from deepscope.landscape.connect import connect
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These toy networks are far faster single-threaded (no spin-waiting on busy cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 

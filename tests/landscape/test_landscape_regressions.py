@@ -8,12 +8,7 @@ from deepscope._params import state_fingerprint
 from deepscope.errors import ConfigError, DataError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bn_mlp(seed=0, dtype=torch.float32):

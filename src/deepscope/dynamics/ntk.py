@@ -50,6 +50,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from deepscope._device import resolve_device
 from deepscope._params import buffers_of, eval_mode, params_of
 from deepscope._progress import progress_bar
 from deepscope.dynamics.result import NTK_COLUMNS, NTKResult
@@ -279,14 +280,7 @@ def ntk(model: nn.Module, probe_data, *, outputs: str | int = "sum", batch_size:
         dtype = first.dtype if first.dtype in (torch.float32, torch.float64) else torch.float32
     if dtype not in (torch.float32, torch.float64):
         raise ConfigError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    try:
-        device = torch.device(device) if device is not None else first.device
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise ConfigError(f"device must be a torch device like 'cpu' or 'cuda:0', got "
-                          f"{device!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available "
-                          f"(expected 'cpu' here)")
+    device = resolve_device(device, first.device)
     x = probe_inputs(probe_data, max_samples=max_samples, seed=seed)
     x = x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device=device)
 

@@ -68,6 +68,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from deepscope._device import resolve_device
 from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, ModelError, ShapeError
 from deepscope.result import Result
@@ -369,15 +370,7 @@ def margins(model, data=None, layers: Sequence[str] | str | None = None, *,
         raise ModelError(f"BatchNorm {', '.join(batch_bn[:3])} keeps no running statistics "
                          f"(track_running_stats=False), so its outputs depend on the batch; "
                          f"margins need per-sample outputs (expected eval-mode statistics)")
-    if device is None:
-        device = params[0].device if params else torch.device("cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise ConfigError(f"device must be a torch device like 'cpu' or 'cuda:0', got "
-                          f"{device!r}") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available")
+    device = resolve_device(device, params[0].device if params else None)
     dtype = next((p.dtype for p in params if p.is_floating_point()), torch.float32)
 
     net = copy.deepcopy(model).to(device)  # private copy: hooks and eval() never reach `model`

@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from deepscope._device import resolve_device
 from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, ModelError, ShapeError, unknown_name
 from deepscope.landscape.directions import direction_dot, direction_norm
@@ -103,18 +104,6 @@ def _ranges(span, dims: int) -> list[tuple[float, float]]:
             isinstance(r, (list, tuple)) for r in span):
         return [one(r) for r in span]
     return [one(span)] * dims
-
-
-def _check_device(device) -> torch.device:
-    """``torch.device(device)``, refused with a ConfigError when it is not a device name or
-    not available here (e.g. "cuda" on a CPU-only machine)."""
-    try:
-        dev = torch.device(device)
-        torch.empty(0, device=dev)
-    except (RuntimeError, AssertionError, TypeError, ValueError) as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise ConfigError(f"device {device!r} cannot be used here: {first}") from None
-    return dev
 
 
 def _subset(x: Tensor, y: Tensor, max_samples: int | None, seed: int, tag: int
@@ -218,7 +207,7 @@ def surface(model: nn.Module, data, dims: int = 2, steps: int | Sequence[int] = 
 
     # ---- private copy, parameters, device
     _, dtype = model_device_dtype(model)
-    dev = _check_device(device) if device is not None else model_device_dtype(model)[0]
+    dev = resolve_device(device) if device is not None else model_device_dtype(model)[0]
     net = copy.deepcopy(model).to(dev)
     net.eval()
     for p in net.parameters():

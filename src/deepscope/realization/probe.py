@@ -23,9 +23,8 @@ import math
 
 import numpy as np
 import pandas as pd
-import torch
 
-from deepscope.errors import ConfigError
+from deepscope._device import resolve_device
 from deepscope.realization.canonical import DEFAULT_TOL, check_ord, match_neurons, \
     parameter_distance
 from deepscope.realization.distance import realization_distance, resolve_domain
@@ -78,13 +77,7 @@ def realization(a, b, domain=None, *, samples: int = 4096, seed: int = 0, ord=2,
     ord = check_ord(ord)
     na, nb = as_shallow(a), as_shallow(b)
     if device is not None:
-        try:
-            dev = torch.device(device)
-        except (RuntimeError, TypeError, ValueError) as e:
-            raise ConfigError(f"device must be a torch device like 'cpu' or 'cuda:0', got "
-                              f"{device!r}") from e
-        if dev.type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError(f"device {str(dev)!r} requested but CUDA is not available")
+        dev = resolve_device(device)
         na, nb = na.to(dev), nb.to(dev)
     if domain is None:
         domain = (-1.0, 1.0)

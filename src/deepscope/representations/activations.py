@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from deepscope._device import resolve_device
 from deepscope._params import eval_mode
 from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, DataError, ModelError, ShapeError
@@ -73,18 +74,6 @@ def model_device(model: nn.Module) -> torch.device:
     for t in model.buffers():
         return t.device
     return torch.device("cpu")
-
-
-def _device(device) -> torch.device:
-    """``torch.device(device)``, with a ConfigError for a bad name or an absent CUDA."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as e:
-        raise ConfigError(f"device must be a torch device like 'cpu' or 'cuda:0', got "
-                          f"{device!r}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(dev)!r} requested but CUDA is not available")
-    return dev
 
 
 def _model_dtype(model: nn.Module) -> torch.dtype | None:
@@ -292,7 +281,7 @@ def capture_activations(model: nn.Module, x, layers=None, *, batch_size: int = 5
     refs = resolve_layers(model, layers)
     explicit = layers is not None
     own = model_device(model)
-    dev = own if device is None else _device(device)
+    dev = own if device is None else resolve_device(device)
     net = model if dev == own else copy.deepcopy(model).to(dev)
     dtype = _model_dtype(net)
     mods = dict(net.named_modules())

@@ -41,6 +41,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from deepscope._device import resolve_device
 from deepscope._params import params_of
 from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, DataError, ModelError, TrainingDivergedError
@@ -132,12 +133,6 @@ def _resolve_model(model, dataset, config: TrainConfig) -> nn.Module:
         raise ConfigError(f"model must be an nn.Module or an arch spec dict, got "
                           f"{type(model).__name__}")
     return net.to(torch.device(config.device))
-
-
-def _check_device(device: torch.device) -> None:
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {str(device)!r} requested but CUDA is not available "
-                          f"(expected 'cpu' here)")
 
 
 def _fork_devices(device: torch.device) -> list[int]:
@@ -409,8 +404,7 @@ def train(model: nn.Module | dict[str, Any], dataset, config: TrainConfig | dict
     if not isinstance(progress, bool):
         raise ConfigError(f"progress must be True or False, got {progress!r}")
     data = _resolve_dataset(dataset)
-    device = torch.device(cfg.device)
-    _check_device(device)
+    device = resolve_device(cfg.device)
     with torch.random.fork_rng(devices=_fork_devices(device)):
         net = _resolve_model(model, data, cfg)
         torch.manual_seed(_dropout_seed(cfg.seed))

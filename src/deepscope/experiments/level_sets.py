@@ -47,27 +47,25 @@ from deepscope.result import Result
 __all__ = ["TASKS", "level_set_study", "counterexample_pair", "counterexample",
            "swap_hidden_units", "COLUMNS"]
 
-TASKS: dict[str, dict[str, Any]] = {
-    "quadratic": {
-        "data": {"name": "polyreg", "degree": 2, "n_train": 500, "n_test": 500, "seed": 0},
+def _polyreg_task(degree: int, thresholds: tuple[float, ...]) -> dict[str, Any]:
+    """Freeman & Bruna's regressions: polyreg of ``degree`` fitted by a 1-4-4-1 ReLU MLP."""
+    return {
+        "data": {"name": "polyreg", "degree": degree, "n_train": 500, "n_test": 500,
+                 "seed": 0},
         # He init: with PyTorch's default init the trained 1-4-4-1 nets kept only 4-5 of
         # their 8 ReLUs alive and beads between them stalled (1 of 3 pairs connected)
         "arch": {"arch": "mlp", "widths": [4, 4], "activation": "relu", "init": "he"},
         "train": {"optimizer": "adam", "lr": 0.01, "batch_size": 25, "epochs": 150},
-        "thresholds": (0.03, 0.01, 0.005),
+        "thresholds": thresholds,
         "bead_train": {"optimizer": "adam", "lr": 0.01, "max_steps": 2000,
                        "batch_size": None, "check_every": 10},
         "threads": 1,
-    },
-    "cubic": {
-        "data": {"name": "polyreg", "degree": 3, "n_train": 500, "n_test": 500, "seed": 0},
-        "arch": {"arch": "mlp", "widths": [4, 4], "activation": "relu", "init": "he"},
-        "train": {"optimizer": "adam", "lr": 0.01, "batch_size": 25, "epochs": 150},
-        "thresholds": (0.3, 0.2, 0.1),
-        "bead_train": {"optimizer": "adam", "lr": 0.01, "max_steps": 2000,
-                       "batch_size": None, "check_every": 10},
-        "threads": 1,
-    },
+    }
+
+
+TASKS: dict[str, dict[str, Any]] = {
+    "quadratic": _polyreg_task(2, (0.03, 0.01, 0.005)),
+    "cubic": _polyreg_task(3, (0.3, 0.2, 0.1)),
     "digits-cnn": {
         "data": {"name": "digits", "flat": False, "seed": 0},
         "arch": {"arch": "cnn", "width": 0.25},

@@ -132,7 +132,8 @@ def test_resnet_batchnorm_modes_equal_slow_loop(bn):
     res = surface(model, (x, y), dims=2, steps=3, span=0.5, bn=bn, progress=False)
     assert state_fingerprint(model) == fp
     assert res.summary["bn"] == bn and res.summary["has_batchnorm"]
-    assert res.summary["evaluation"] == ("sequential" if bn == "recompute" else "loop")
+    # 48 samples x a few hundred activations: small enough for vmap under "auto" on a CPU
+    assert res.summary["evaluation"] == ("sequential" if bn == "recompute" else "vmap")
     check_against_slow(res, model, x, y, bn=bn)
     if bn == "keep":
         v = surface(model, (x, y), dims=2, steps=3, span=0.5, engine="vmap", progress=False)
@@ -333,3 +334,39 @@ def test_first_layer_auto_on_wide_input():
     check_against_slow(res, model, x, y)
     with pytest.raises(ConfigError):
         surface(model, (x, y), dims=1, steps=2, first_layer="yes", progress=False)
+
+
+def test_auto_engine_on_cpu_follows_activation_size():
+    from deepscope.landscape.surface_engines import CPU_VMAP_POINT_BYTES
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(20, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                          nn.Linear(512, 10))
+    x, y = torch.randn(400, 20), torch.randint(0, 10, (400,))
+    # per point: (512 + 512 + 512 + 512 + 10) activations x 400 samples x 4 bytes > budget
+    assert 2058 * 400 * 4 > CPU_VMAP_POINT_BYTES
+    big = surface(model, (x, y), dims=1, steps=3, batch_size=400, progress=False)
+    assert big.summary["evaluation"] == "loop" and "KiB" in big.summary["engine_note"]
+    small = surface(model, (x[:40], y[:40]), dims=1, steps=3, batch_size=40, progress=False)
+    assert small.summary["evaluation"] == "vmap" and "KiB" in small.summary["engine_note"]
+    # a smaller batch_size makes a point's activations smaller too
+    chunked = surface(model, (x, y), dims=1, steps=3, batch_size=40, progress=False)
+    assert chunked.summary["evaluation"] == "vmap"
+    np.testing.assert_allclose(chunked.table["loss"], big.table["loss"], rtol=1e-5)
+    check_against_slow(big, model, x, y)
+
+
+@pytest.mark.parametrize("engine", ["vmap", "loop"])
+def test_cross_entropy_sum_matches_torch_and_keeps_ignore_index(engine):
+    torch.manual_seed(3)
+    model = make(MLP, seed=5)
+    x, y = data(60, seed=6)
+    res = surface(model, (x, y), dims=1, steps=3, span=0.5, engine=engine, progress=False)
+    check_against_slow(res, model, x, y)
+    # labels F.cross_entropy ignores (-100) keep torch's own formula (mean over the rest)
+    y2 = y.clone()
+    y2[:10] = -100
+    ign = surface(model, (x, y2), dims=1, steps=3, span=0.5, engine=engine, progress=False)
+    with torch.no_grad():
+        out = model(x)
+    assert ign.summary["center_loss"] == pytest.approx(
+        float(F.cross_entropy(out, y2, reduction="sum")) / 60, rel=1e-5)

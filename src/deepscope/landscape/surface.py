@@ -152,7 +152,8 @@ def surface(model: nn.Module, data, dims: int = 2, steps: int | Sequence[int] = 
         resume: a JSON file that keeps finished grid points (module docstring).
         seed: seeds the directions and the ``max_samples`` subset.
         device: where to compute (None: the model's device).
-        engine: ``"auto"`` (vmap on GPUs, loop on CPUs, sequential where they cannot run),
+        engine: ``"auto"`` (vmap on GPUs; on CPUs vmap for small forwards, the loop for
+            large ones; sequential where they cannot run),
             ``"vmap"``, ``"loop"`` or ``"sequential"``
             (:mod:`deepscope.landscape.surface_engines`).
         first_layer: evaluate a first Linear / convolution layer on the raw input as
@@ -236,6 +237,7 @@ def surface(model: nn.Module, data, dims: int = 2, steps: int | Sequence[int] = 
     _check_output(out1, y[:1], loss_name)
     denom = x.shape[0] if loss_name == "cross_entropy" else x.shape[0] * int(out1[0].numel())
     num_params = sum(p.numel() for p in base.values())
+    x_bytes = next(iter(base.values())).element_size()
     if points_per_batch is None:
         points_per_batch = default_points_per_batch(num_params, batch_size, x.shape[0],
                                                     act_numel, dev)
@@ -257,7 +259,9 @@ def surface(model: nn.Module, data, dims: int = 2, steps: int | Sequence[int] = 
 
     run_chunk = GridEvaluator(engine, dev, net, base, dirs, buffers, x, y, loss=loss_name,
                               batch_size=batch_size, denom=denom, bn=bn_used,
-                              first_layer=first_layer, seed=seed, train_data=train_data)
+                              first_layer=first_layer, seed=seed, train_data=train_data,
+                              point_bytes=(act_numel - int(x[0].numel()))
+                              * min(batch_size, int(x.shape[0])) * x_bytes)
 
     # ---- evaluate the missing points, chunk by chunk (chunks fixed by grid index)
     todo = [i for i in range(total_points) if i not in done]

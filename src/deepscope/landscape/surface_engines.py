@@ -14,12 +14,17 @@ The cost floor is one forward pass over the evaluation data per grid point. Engi
 - ``"sequential"``: :class:`deepscope.landscape.evaluate.PointEvaluator` on a private copy
   (:class:`SequentialEngine`); the only engine for ``bn="recompute"`` (updating running
   statistics is a side effect vmap cannot batch).
-- ``"auto"`` (default) takes vmap on GPUs and the loop on CPUs: there both do the same forward
-  FLOPs per point, and vmap multiplies the activation memory by ``points_per_batch`` (measured
-  about 2x slower per point on a digits MLP with 1797 samples, benchmarks/
-  surface_vs_loss_landscapes.py). Where vmap / the loop cannot run the model (an operator
-  without a batching rule, e.g. recurrent layers; data-dependent Python control flow) it falls
-  back to evaluating point by point (sequential) and says why in ``fallback_reason``; an
+- ``"auto"`` (default) takes vmap on GPUs. On CPUs it takes vmap when one grid point's
+  activations (a data batch, the input excluded) fit in ``CPU_VMAP_POINT_BYTES`` (768 KiB) and
+  the loop above: a small forward is a dozen kernels whose dispatch dominates, which vmap
+  pays once per chunk (4.4x less time per point than loss-landscapes on its own example
+  network, 784-32-10 with 512 samples and the first-layer shortcut); a large one is
+  compute- and memory-bound, and vmap multiplies its activation memory by
+  ``points_per_batch`` (about 2x slower than the loop on a 64-256-128-10 MLP with 1797
+  samples; benchmarks/surface_vs_loss_landscapes.py). Where vmap / the loop cannot run the
+  model (an operator without a batching rule, e.g. recurrent layers; data-dependent Python
+  control flow) it falls back to evaluating point by point (sequential) and says why in
+  ``fallback_reason``; an
   explicit engine that fails raises :class:`ModelError`.
 
 ``points_per_batch=None`` sizes a chunk from a memory budget (:func:`default_points_per_batch`:
@@ -46,9 +51,14 @@ from deepscope.landscape.surface_shortcut import FirstLayerPlane, first_layer_pl
 from deepscope.train.evaluate import _mse
 
 __all__ = ["GridEvaluator", "VmapEngine", "SequentialEngine", "activation_numel",
-           "default_points_per_batch", "ENGINES"]
+           "default_points_per_batch", "ENGINES", "CPU_VMAP_POINT_BYTES"]
 
 ENGINES = ("auto", "vmap", "loop", "sequential")
+#: ``engine="auto"`` on a CPU takes vmap when one grid point's activations (one data batch,
+#: the input excluded) take at most this many bytes, the loop above: small forwards are
+#: dominated by per-kernel overhead, which vmap pays once per chunk; large ones by memory
+#: traffic, which vmap multiplies (benchmarks/surface_vs_loss_landscapes.py)
+CPU_VMAP_POINT_BYTES = 768 * 2 ** 10
 _MEMORY_BUDGET = 256 * 2 ** 20  # bytes of stacked parameters + activations per chunk
 
 
@@ -69,6 +79,11 @@ class VmapEngine:
         self.base, self.dirs, self.buffers = base, dirs, dict(buffers)
         self.x, self.y, self.loss, self.batch_size = x, y, loss, batch_size
         self.classify = not y.is_floating_point()
+        # cross-entropy of 2-D outputs as logsumexp minus the target logit (the same sum; under
+        # vmap F.cross_entropy runs through a slow decomposition); labels must be valid
+        # indices (F.cross_entropy's ignore_index=-100 keeps its own path)
+        self.gather_ce = (loss == "cross_entropy" and self.classify and y.numel() > 0
+                          and int(y.min()) >= 0)
         self.plane: FirstLayerPlane | None = None
         self.first_layer = None
         self.net = net
@@ -117,7 +132,10 @@ class VmapEngine:
 
     def _from_output(self, out: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
         """Summed loss and number of correct argmax predictions of one batch."""
-        if self.loss == "cross_entropy":
+        if self.loss == "cross_entropy" and self.gather_ce and out.dim() == 2:
+            total = (torch.logsumexp(out, -1)
+                     - out.gather(-1, yb.unsqueeze(-1)).squeeze(-1)).sum()
+        elif self.loss == "cross_entropy":
             total = F.cross_entropy(out, yb, reduction="sum")
         else:
             total = _mse(out, yb) * out.numel()
@@ -246,20 +264,29 @@ class GridEvaluator:
                  base: dict[str, Tensor], dirs: list[dict[str, Tensor]],
                  buffers: dict[str, Tensor], x: Tensor, y: Tensor, *, loss: str,
                  batch_size: int, denom: int, bn: str, first_layer: bool | str, seed: int,
-                 train_data: Callable[[], tuple[Tensor, Tensor]]):
+                 train_data: Callable[[], tuple[Tensor, Tensor]],
+                 point_bytes: int | None = None):
         self.engine, self.device, self.denom = engine, device, denom
         self._seq_args = (net, base, dirs, x, y, loss, bn, batch_size, seed, train_data)
         self._seq: SequentialEngine | None = None
-        mode = engine if engine != "auto" else ("loop" if device.type == "cpu" else "vmap")
+        small = point_bytes is not None and point_bytes <= CPU_VMAP_POINT_BYTES
+        mode = engine if engine != "auto" else (
+            "loop" if device.type == "cpu" and not small else "vmap")
         self.note = None
         if bn == "recompute" and mode != "sequential":
             self.note = ("bn='recompute' re-estimates BatchNorm statistics at every point (a "
                          "buffer update vmap cannot batch): evaluated point by point")
             mode = "sequential"
         elif engine == "auto" and mode == "loop":
-            self.note = ("CPU: one functional forward per point (vmap over stacked parameter "
-                         "sets multiplies the activation memory by points_per_batch and "
-                         "measured slower on CPUs; engine='vmap' forces it)")
+            self.note = ("CPU, activations of more than "
+                         f"{CPU_VMAP_POINT_BYTES // 1024} KiB per grid point: one forward "
+                         "per point (vmap over stacked parameter sets multiplies the "
+                         "activation memory by points_per_batch and measured slower on CPUs "
+                         "there; engine='vmap' forces it)")
+        elif engine == "auto" and device.type == "cpu" and mode == "vmap":
+            self.note = (f"CPU, activations of at most {CPU_VMAP_POINT_BYTES // 1024} KiB per "
+                         "grid point: chunks of points through vmap (one call per chunk "
+                         "instead of a dozen small kernels per point)")
         self.mode = mode
         self.fast = None if mode == "sequential" else VmapEngine(
             net, base, dirs, buffers, x, y, loss, batch_size, batched=mode == "vmap",

@@ -98,17 +98,17 @@ class FirstLayerPlane(nn.Module):
     def __init__(self, zs: list[list[Tensor]], dims: int, dtype, device):
         super().__init__()
         self.register_buffer("coef", torch.zeros(dims, dtype=dtype, device=device))
-        self.zs = zs
+        # per data batch: Z_0 and the directions' outputs as the rows of one (dims, n) matrix,
+        # so a grid point's output is one product coef @ D (a chunk of points under vmap: one
+        # matrix product) plus Z_0
+        self.zs = [(z[0], torch.stack([t.reshape(-1) for t in z[1:]])) for z in zs]
         self.batch = 0
 
     def forward(self, inp: Tensor) -> Tensor:
-        z = self.zs[self.batch]
-        if inp.shape[0] != z[0].shape[0]:
+        z0, d = self.zs[self.batch]
+        if inp.shape[0] != z0.shape[0]:
             raise RuntimeError("first-layer plane: batch does not match the precomputed one")
-        out = z[0]
-        for j in range(1, len(z)):
-            out = out + self.coef[j - 1] * z[j]
-        return out
+        return z0 + (self.coef @ d).view(z0.shape)
 
 def first_layer_plane(net: nn.Module, x: Tensor, base: dict[str, Tensor],
                       dirs: list[dict[str, Tensor]], batch_size: int, mode: bool | str

@@ -47,3 +47,13 @@ def test_json_and_out_dir(checkpoint, capsys, tmp_path):
 def test_bad_which_is_a_parse_error(checkpoint):
     with pytest.raises(SystemExit):
         parse(checkpoint, "--which", "curvature")
+
+
+def test_start_option(checkpoint, capsys):
+    args = parse(checkpoint, "--k", "1", "--which", "top", "--start", "output-layer",
+                 "--rtol", "1e-3", "--format", "json", "--quiet")
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["start"] == "output-layer" and summary["start_hvps"] > 0
+    with pytest.raises(SystemExit):
+        parse(checkpoint, "--start", "middle")

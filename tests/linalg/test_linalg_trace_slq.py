@@ -110,3 +110,31 @@ def test_matmat_path_gives_the_same_estimates(decaying):
     c = hutchinson(mv, 300, 50, seed=3, matmat=mm, block=8)
     assert c.num_matvecs == 50 and c.samples.shape == (50,)
     assert abs(c.value - float(torch.trace(decaying))) < 5 * c.stderr
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_orthonormal_rows_span_the_row_space(dtype):
+    from deepscope.linalg.trace import orthonormal_rows
+    g = torch.Generator().manual_seed(5)
+    S = torch.randn(12, 400, generator=g, dtype=torch.float64)
+    S[5] = S[0] - 2 * S[3]  # rank 11
+    Q = orthonormal_rows(S.to(dtype)).double()
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert Q.shape == (11, 400)
+    torch.testing.assert_close(Q @ Q.T, torch.eye(11, dtype=torch.float64), atol=tol, rtol=0)
+    # row space of S = row space of Q: projecting S's rows onto Q changes nothing
+    torch.testing.assert_close((S @ Q.T) @ Q, S, atol=100 * tol, rtol=0)
+    # against the Householder QR's projector on the independent rows
+    keep = [i for i in range(12) if i != 5]
+    Qr, _ = torch.linalg.qr(S[keep].T)
+    torch.testing.assert_close(Q.T @ Q, Qr @ Qr.T, atol=100 * tol, rtol=0)
+    assert orthonormal_rows(torch.zeros(4, 30, dtype=dtype)).shape == (0, 30)
+
+
+def test_hutchpp_on_a_singular_operator_is_exact():
+    lam = torch.cat([torch.linspace(1, 4, 6), torch.zeros(24)]).double()
+    A = sym_with_spectrum(lam, seed=6)
+    est = hutchpp(lambda v: A @ v, 30, 30)  # 10 sketch columns span the rank-6 range
+    assert est.value == pytest.approx(float(lam.sum()), abs=1e-9)
+    assert est.stderr == pytest.approx(0.0, abs=1e-9)
+    assert est.num_matvecs == 10 + 6 + 10

@@ -17,8 +17,12 @@ cross-entropy and MSE). ``per_layer`` adds the same quantities for diagonal bloc
 Hessian restricted to one module's parameters (``True``/``"module"``) or to one parameter
 tensor (``"parameter"``), the other parameters held fixed.
 
-Precision: float32 by default (speed; the top eigenvalue to ~1e-6 relative); float64 for
-reference-grade numbers (tolerances 1e-8 and below).
+Precision: float32 by default (speed), float64 for reference-grade numbers (tolerances 1e-8
+and below). Cross-entropy is evaluated in the margin form of
+:func:`deepscope.curvature.operators.stable_cross_entropy`, whose derivatives keep float32
+precision on confident predictions (torch's formula loses eps/(1 − p_y)). On a network
+trained to ~0 loss, float32 and float64 can still disagree by ~1e-3 where a ReLU
+pre-activation lies within rounding of 0 (docs/landscape.md, "Precision").
 """
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from deepscope._progress import progress_bar
 from deepscope.curvature.operators import (CurvatureOperator, check_deterministic,
                                            parameter_blocks, prepare_data, resolve_loss)
 from deepscope.curvature.result import COLUMNS, HessianResult
+from deepscope.curvature.start import START_MODES, output_layer_start
 from deepscope.errors import ConfigError, ModelError
 from deepscope.linalg.lanczos import top_eigenvalues
 from deepscope.linalg.slq import slq
@@ -63,15 +68,24 @@ def _check_int(name: str, value, low: int) -> int:
 def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: int,
                 tol, rtol, trace_method: str, probes: int, density_runs: int,
                 lanczos_steps: int,
-                seed: int, eig_method: str, densities: dict) -> list[dict]:
+                seed: int, eig_method: str, densities: dict, start_info: dict,
+                start: str = "random", data=None) -> list[dict]:
     rows = []
     common = {"block": name, "num_params": op.dim}
     if "top" in which:
         kk = min(k, op.dim)
+        v0 = bounds = None
+        if start == "output-layer" and name == "all":
+            x, y, loss_fn, batch_size = data
+            v0, info = output_layer_start(op, x, y, loss_fn, batch_size=batch_size, seed=seed,
+                                          k=kk)
+            bounds = info["start_bounds"]
+            start_info.update(info)
         before = op.num_matvecs
         method = eig_method if kk < op.dim else "lanczos"  # ARPACK needs k < dim
         eig = top_eigenvalues(op, op.dim, kk, tol=tol, rtol=rtol, seed=seed, dtype=op.dtype,
-                              device=op.device, method=method)
+                              device=op.device, method=method, v0=v0,
+                              lower_bounds=bounds)
         used = op.num_matvecs - before
         for i in range(kk):
             rows.append({**common, "quantity": "eigenvalue", "index": i,
@@ -98,7 +112,7 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
             max_samples: int | None = None, tol: float | None = None,
             rtol: float | None = None,
             eig_method: str = "lanczos", seed: int = 0, dtype: torch.dtype = torch.float32,
-            device=None, progress: bool = True) -> HessianResult:
+            device=None, start: str = "random", progress: bool = True) -> HessianResult:
     """Curvature of the training loss: top-k eigenvalues, trace and spectral density.
 
     Args:
@@ -121,6 +135,11 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
             min(r, r²/gap)/|θ|, is ≤ rtol (see :func:`deepscope.linalg.top_eigenvalues`):
             e.g. ``rtol=1e-3`` for three digits in fewer products. Lanczos only.
         eig_method: ``"lanczos"`` (ours) or ``"scipy"`` (ARPACK eigsh).
+        start: Lanczos start vector for the top eigenvalues of the whole model:
+            ``"random"`` (Gaussian from ``seed``) or ``"output-layer"`` (the top eigenvector
+            of the output layer's diagonal block, from cheap block products, plus 10%
+            noise: fewer full products on trained classifiers, more at initialization;
+            :mod:`deepscope.curvature.start`). Lanczos only; per-layer blocks start random.
         seed: seeds the start vectors and probes; dtype: float32 or float64.
         device: where to compute (None: the model's device).
         progress: a progress bar counting Hessian-vector products.
@@ -139,6 +158,10 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
         raise ConfigError(f"trace_method must be 'hutch++' or 'hutchinson', got {trace_method!r}")
     if eig_method not in ("lanczos", "scipy"):
         raise ConfigError(f"eig_method must be 'lanczos' or 'scipy', got {eig_method!r}")
+    if start not in START_MODES:
+        raise ConfigError(f"start must be one of {START_MODES}, got {start!r}")
+    if start != "random" and eig_method != "lanczos":
+        raise ConfigError(f"start={start!r} applies to eig_method='lanczos' only")
     per = {False: None, True: "module", "module": "module", "parameter": "parameter"}
     if per_layer not in per:
         raise ConfigError(f"per_layer must be True, False, 'module' or 'parameter', "
@@ -157,6 +180,7 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
     t0 = time.perf_counter()
     rows: list[dict] = []
     densities: dict = {}
+    start_info: dict = {}
     total_hvps = 0
     with progress_bar(total=None, enabled=progress, desc="ggn products" if ggn
                       else "Hessian-vector products", unit="hvp") as bar:
@@ -168,8 +192,10 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
                                 trace_method=trace_method,
                                 probes=probes, density_runs=density_runs,
                                 lanczos_steps=lanczos_steps, seed=seed,
-                                eig_method=eig_method, densities=densities)
-            total_hvps += op.num_matvecs
+                                eig_method=eig_method, densities=densities,
+                                start=start, start_info=start_info,
+                                data=(x, y, loss_fn, batch_size))
+            total_hvps += op.num_matvecs  # full products (start_hvps: the block's)
     elapsed = time.perf_counter() - t0
 
     table = pd.DataFrame(rows, columns=[*COLUMNS, "_converged"])
@@ -193,13 +219,15 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
         "density_sigma": densities["all"].sigma if "all" in densities else math.nan,
         "num_blocks": len(blocks),
         "num_hvps": int(total_hvps),
+        "start": start,
+        **start_info,
         "time_s": elapsed,
     }
     settings = {"loss": loss_name, "k": k, "which": list(which), "trace_method": trace_method,
                 "probes": probes, "density_runs": density_runs,
                 "lanczos_steps": lanczos_steps, "per_layer": per[per_layer], "ggn": ggn,
                 "batch_size": batch_size, "max_samples": max_samples, "tol": tol, "rtol": rtol,
-                "eig_method": eig_method, "seed": seed, "dtype": str(dtype).replace("torch.", ""),
+                "eig_method": eig_method, "start": start, "seed": seed, "dtype": str(dtype).replace("torch.", ""),
                 "device": str(device) if device is not None else None}
     return HessianResult(kind="ggn" if ggn else "hessian", table=table, summary=summary,
                          settings=settings, densities=densities)

@@ -207,8 +207,8 @@ def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "large
                     tol: float | None = None, rtol: float | None = None,
                     max_steps: int | None = None,
                     seed: int | torch.Generator | None = 0, dtype: torch.dtype = torch.float64,
-                    device=None, return_vectors: bool = False, method: str = "lanczos"
-                    ) -> EigenResult:
+                    device=None, return_vectors: bool = False, method: str = "lanczos",
+                    v0: Tensor | None = None, lower_bounds=None) -> EigenResult:
     """The ``k`` extreme eigenvalues of a symmetric operator.
 
     Args:
@@ -226,6 +226,15 @@ def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "large
             estimate, not a bound (the reported residuals remain the bound). Default None.
         max_steps: Krylov dimension cap (default ``min(dim, max(100, 10 k))``).
         seed: start vector seed (Gaussian, drawn on the CPU).
+        v0: the start vector instead (any non-zero vector of length ``dim``; normalized).
+            A start close to the wanted eigenvector needs fewer products; one orthogonal to
+            it never finds it (in exact arithmetic), so mix in a random part.
+        lower_bounds: known lower bounds ``b_j <= λ_j`` on the largest eigenvalues in
+            descending order (e.g. a principal submatrix's eigenvalues, by Cauchy
+            interlacing). With ``which="largest"`` the ``rtol`` estimate measures the gap
+            below each wanted Ritz value to ``max(next Ritz value, b_next)``: after a few
+            steps from a good start the next Ritz value still lies far below λ_next, and
+            the plain estimate would be too optimistic.
         method: ``"lanczos"`` (ours, full reorthogonalization) or ``"scipy"`` (ARPACK
             ``eigsh`` on a ``LinearOperator``; float64 on the host).
     """
@@ -248,13 +257,24 @@ def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "large
     if method == "scipy":
         if rtol is not None:
             raise ConfigError("rtol applies to method='lanczos' only; ARPACK uses tol")
+        if v0 is not None or lower_bounds is not None:
+            raise ConfigError("v0 and lower_bounds apply to method='lanczos' only")
         return _eigsh(matvec, dim, k, which, tol, max_steps, seed, dtype, device,
                       return_vectors)
     if method != "lanczos":
         raise ConfigError(f"method must be 'lanczos' or 'scipy', got {method!r}")
 
     gen = _generator(seed)
-    q0 = random_unit_vector(dim, seed=gen, dtype=dtype, device=device)
+    if v0 is None:
+        q0 = random_unit_vector(dim, seed=gen, dtype=dtype, device=device)
+    else:
+        if not isinstance(v0, Tensor) or v0.dim() != 1 or v0.numel() != dim:
+            raise ShapeError(f"v0 must be a 1-D tensor of length {dim}, got "
+                             f"{tuple(v0.shape) if isinstance(v0, Tensor) else type(v0).__name__}")
+        nrm = float(v0.norm())
+        if not (math.isfinite(nrm) and nrm > 0):
+            raise ConfigError(f"v0 must be finite and non-zero, got norm {nrm}")
+        q0 = (v0 / nrm).to(dtype=dtype, device=device)
     run = _Lanczos(matvec, q0, max_steps, reorth=True)
     theta = s = None
     idx = None
@@ -273,7 +293,8 @@ def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "large
             scale = max(float(theta.abs().max()), 1e-300)
             converged = bool((res <= tol * scale).all())
             if not converged and rtol is not None and m > k:
-                est = _error_estimates(theta, idx, res)
+                est = _error_estimates(theta, idx, res,
+                                       lower_bounds if which == "largest" else None)
                 converged = bool((est <= rtol * theta[idx].abs()).all())
             if converged or done:
                 break
@@ -285,12 +306,21 @@ def top_eigenvalues(matvec: Matvec, dim: int, k: int = 1, *, which: str = "large
                        eigenvectors=vecs, num_matvecs=run.m, converged=converged, steps=m)
 
 
-def _error_estimates(theta: Tensor, idx: Tensor, res: Tensor) -> Tensor:
-    """``min(r, r²/gap)`` per wanted Ritz value, gap = distance to the nearest other one."""
+def _error_estimates(theta: Tensor, idx: Tensor, res: Tensor, lower_bounds=None) -> Tensor:
+    """``min(r, r²/gap)`` per wanted Ritz value, gap = distance to the nearest other one
+    (``lower_bounds``, largest eigenvalues only: the value below the r-th largest Ritz value
+    is raised to the bound ``b_{r+1}`` on λ_{r+1} where that is higher)."""
     out = []
+    desc = torch.argsort(theta, descending=True).tolist()
+    bounds = [float(b) for b in lower_bounds] if lower_bounds is not None else []
     for j, i in enumerate(idx.tolist()):
         others = torch.cat([theta[:i], theta[i + 1:]])
         gap = float((others - theta[i]).abs().min()) if others.numel() else math.inf
+        rank = desc.index(i)
+        if rank + 1 < len(bounds):
+            below = float(theta[desc[rank + 1]]) if rank + 1 < len(desc) else -math.inf
+            gap = min(gap, float(theta[i]) - max(below, bounds[rank + 1]))
+            gap = max(gap, 0.0)
         r = float(res[j])
         out.append(min(r, r * r / gap) if gap > 0 else r)
     return torch.tensor(out, dtype=theta.dtype)

@@ -33,9 +33,11 @@ product, so the trace ratios are parity. Where the target is met: the top eigenv
 ``start="output-layer"`` (an option: it assumes a trained classifier, see
 deepscope.curvature.start), and the Hutchinson trace; at the defaults it is not (0.41-0.48,
 1.03-1.09). Other training stages (``--train-steps``): at initialization (0 steps, λ2/λ1 =
-0.90) PyHessian stops after 18 products at error 3.1e-3, deepscope's random start needs 15
-for rtol 1e-3 (ratio 0.79); after 3000 steps (loss 5e-6) both are limited by float32 (a ReLU
-pre-activation within rounding of 0 flips between float32 and float64: 2.8e-3 and 4.1e-3).
+0.90) PyHessian stops after 18 products at error 3.1e-3; deepscope needs 15 products for
+rtol 1e-3 from a random start (error 2.8e-4, ratio 0.87) and 13 from the output layer
+(0.84: the block's top eigenvector is a poor start there). After 3000 steps (loss 5e-6):
+PyHessian 13 products, error 4.1e-3 (float32 cross-entropy cancellation); deepscope 4
+products (error 7e-5, ratio 0.37), with the output-layer start 2 (error 2.3e-6, ratio 0.24).
 
 PyHessian is optional (``pip install --no-deps pyhessian==0.1``); if it cannot be imported or
 run, the script says so and still reports deepscope's numbers. PyHessian's ``density`` uses the

@@ -253,6 +253,10 @@ def test_vmap_failure_falls_back_or_raises():
     with pytest.raises(ModelError, match="vmap"):
         surface(model, (x, y), dims=1, steps=3, engine="vmap", progress=False)
     loop = surface(model, (x, y), dims=1, steps=3, progress=False)
+    # small activations: "auto" tries vmap on the CPU, which has no LSTM batching rule here,
+    # then the loop
+    assert loop.summary["evaluation"] == "loop"
+    assert loop.summary["fallback_reason"].startswith("vmap failed")
     seq = surface(model, (x, y), dims=1, steps=3, engine="sequential", progress=False)
     np.testing.assert_allclose(loop.table["loss"], seq.table["loss"], rtol=1e-6)
     check_against_slow(loop, model, x, y)

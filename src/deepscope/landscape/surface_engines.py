@@ -21,10 +21,10 @@ The cost floor is one forward pass over the evaluation data per grid point. Engi
   network, 784-32-10 with 512 samples and the first-layer shortcut); a large one is
   compute- and memory-bound, and vmap multiplies its activation memory by
   ``points_per_batch`` (about 2x slower than the loop on a 64-256-128-10 MLP with 1797
-  samples; benchmarks/surface_vs_loss_landscapes.py). Where vmap / the loop cannot run the
-  model (an operator without a batching rule, e.g. recurrent layers; data-dependent Python
-  control flow) it falls back to evaluating point by point (sequential) and says why in
-  ``fallback_reason``; an
+  samples; benchmarks/surface_vs_loss_landscapes.py). Where vmap cannot run the model (an
+  operator without a batching rule, e.g. recurrent layers) on a CPU it falls back to the
+  loop; where the loop (or vmap on a GPU) cannot (data-dependent Python control flow, ...)
+  to evaluating point by point (sequential); ``fallback_reason`` says why; an
   explicit engine that fails raises :class:`ModelError`.
 
 ``points_per_batch=None`` sizes a chunk from a memory budget (:func:`default_points_per_batch`:
@@ -288,9 +288,10 @@ class GridEvaluator:
                          "grid point: chunks of points through vmap (one call per chunk "
                          "instead of a dozen small kernels per point)")
         self.mode = mode
+        self._fast_args = (net, base, dirs, buffers, x, y, loss, batch_size)
+        self._first_layer_mode = first_layer
         self.fast = None if mode == "sequential" else VmapEngine(
-            net, base, dirs, buffers, x, y, loss, batch_size, batched=mode == "vmap",
-            first_layer=first_layer)
+            *self._fast_args, batched=mode == "vmap", first_layer=first_layer)
         self.first_layer = self.fast.first_layer if self.fast is not None else None
         self.fallback_reason: str | None = None
 
@@ -308,7 +309,7 @@ class GridEvaluator:
     def __call__(self, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean losses and accuracies at the grid points ``c`` (``(K, dims)`` coordinates)."""
         coords = torch.as_tensor(c, dtype=torch.float64, device=self.device)
-        if self.fast is not None:
+        while self.fast is not None:
             try:
                 return self.fast(coords, self.denom)
             except DeepscopeError:
@@ -318,7 +319,16 @@ class GridEvaluator:
                     raise ModelError(f"engine {self.engine!r} cannot evaluate this model: "
                                      f"{type(exc).__name__}: {str(exc)[:300]}") from None
                 first = str(exc).splitlines()[0][:200] if str(exc) else ""
-                self.fallback_reason = (f"{self.mode} failed ({type(exc).__name__}: {first}); "
-                                        f"evaluated point by point on a private copy")
+                failed = f"{self.mode} failed ({type(exc).__name__}: {first})"
+                if self.mode == "vmap" and self.device.type == "cpu":
+                    # small forwards on a CPU: the plain loop is the next fastest
+                    self.fallback_reason = f"{failed}; evaluated point by point (loop)"
+                    self.mode = "loop"
+                    self.fast = VmapEngine(*self._fast_args, batched=False,
+                                           first_layer=self._first_layer_mode)
+                    self.first_layer = self.fast.first_layer
+                    continue
+                self.fallback_reason = (f"{failed}; evaluated point by point on a private "
+                                        f"copy")
                 self.fast, self.mode, self.first_layer = None, "sequential", None
         return self.sequential()(coords, self.denom)

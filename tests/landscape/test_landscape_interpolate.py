@@ -92,6 +92,17 @@ def test_barrier_closed_form():
     assert b == pytest.approx(0.25, abs=1e-12) and where == pytest.approx(0.5)
     b, _ = barrier(t ** 2, t)                         # convex: never above the chord
     assert b == pytest.approx(0.0, abs=1e-12)
+    # a non-finite end loss leaves no chord: NaN, not an all-NaN argmax error
+    v = t ** 2
+    v[-1] = np.nan
+    assert all(np.isnan(barrier(v, t)))
+    v = t ** 2
+    v[0] = np.inf
+    assert all(np.isnan(barrier(v, t)))
+    # an interior NaN is skipped
+    v = t * (1 - t)
+    v[3] = np.nan
+    assert barrier(v, t)[0] == pytest.approx(0.25, abs=1e-12)
 
 
 def test_end_points_equal_the_models_own_losses(two_mlps, digits):

@@ -82,7 +82,11 @@ def barrier(values, t) -> tuple[float, float]:
     t = np.asarray(t, dtype=float)
     if v.size == 0 or np.isnan(v).all():
         return math.nan, math.nan
+    if not (np.isfinite(v[0]) and np.isfinite(v[-1])):  # no chord: no barrier is defined
+        return math.nan, math.nan
     excess = v - ((1 - t) * v[0] + t * v[-1])
+    if np.isnan(excess).all():
+        return math.nan, math.nan
     i = int(np.nanargmax(excess))
     return float(excess[i]), float(t[i])
 

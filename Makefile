@@ -36,7 +36,10 @@ test: install-test
 	$(BIN)/python -m pytest
 
 bench: install-test
-	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+	# the anchors the benchmarks time deepscope against (old pins: no dependency resolution)
+	$(BIN)/pip install --no-deps pyhessian==0.1 loss-landscapes==3.0.6
+	for f in benchmarks/*_vs_*.py benchmarks/sweep_throughput.py benchmarks/train_overhead.py; \
+		do $(BIN)/python $$f || exit 1; done
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

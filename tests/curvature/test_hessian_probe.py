@@ -195,3 +195,22 @@ def test_bad_data(mlp):
         hessian(mlp, (torch.randn(64, 5), y), progress=False)
     with pytest.raises(ConfigError):
         hessian("model.pt", (x, y), progress=False)
+
+
+def test_frozen_parameters_are_held_fixed(cdata):
+    """As PyHessian: the Hessian over the parameters that require grad."""
+    x, y = cdata
+    model = small_mlp()
+    for p in model[0].parameters():
+        p.requires_grad_(False)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    ref = torch.linalg.eigvalsh(dense_hessian(model, x, y, names=trainable)).flip(0).numpy()
+    res = hessian(model, (x, y), k=3, which="top", tol=1e-10, per_layer=True, **F64)
+    np.testing.assert_allclose(res.eigenvalues(), ref[:3], rtol=1e-6, atol=0)
+    assert res.summary["num_params"] == 215 - 84 and res.summary["num_frozen_params"] == 84
+    assert set(res.table["block"]) == {"all", "2", "4"}
+    assert all(p.requires_grad is False for p in model[0].parameters())  # untouched
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ModelError, match="trainable"):
+        hessian(model, (x, y), which="top", progress=False)

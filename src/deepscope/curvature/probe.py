@@ -1,6 +1,7 @@
 """``deepscope.hessian``: top eigenvalues, trace and spectral density of the loss Hessian (or GGN).
 
-The Hessian H = ∇²L(θ) of the full-data (or ``max_samples``) mean loss is used only through
+The Hessian H = ∇²L(θ) of the full-data (or ``max_samples``) mean loss, θ the parameters
+that require grad (frozen ones are held fixed, as in PyHessian), is used only through
 Hessian-vector products (:mod:`deepscope.curvature.operators`; Pearlmutter 1994), never formed:
 
 - top-k eigenvalues: Lanczos with full reorthogonalization to Ritz residual ≤ tol·‖H‖
@@ -172,8 +173,15 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
     x, y, task = prepare_data(data, max_samples=max_samples, seed=seed)
     loss_fn, loss_name = resolve_loss(loss, task)
 
-    names = [n for n, _ in model.named_parameters()]
-    blocks: list[tuple[str, list[str] | None]] = [("all", None)]
+    # the curvature the optimizer sees: parameters that require grad (frozen ones are held
+    # fixed at their values, as in PyHessian)
+    named = list(model.named_parameters())
+    names = [n for n, p in named if p.requires_grad]
+    if not names:
+        raise ModelError("expected a model with trainable parameters, got one whose "
+                         f"{len(named)} parameters all have requires_grad=False")
+    blocks: list[tuple[str, list[str] | None]] = [
+        ("all", None if len(names) == len(named) else names)]
     if per[per_layer] is not None:
         blocks += parameter_blocks(names, per[per_layer])
 
@@ -206,7 +214,8 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
     tr = all_rows[all_rows["quantity"] == "trace"]
     summary = {
         "curvature": "ggn" if ggn else "hessian",
-        "num_params": int(sum(p.numel() for p in model.parameters())),
+        "num_params": int(sum(p.numel() for _, p in named if p.requires_grad)),
+        "num_frozen_params": int(sum(p.numel() for _, p in named if not p.requires_grad)),
         "num_samples": int(x.shape[0]),
         "loss": loss_name,
         "top_eigenvalue": float(eigs["value"].iloc[0]) if len(eigs) else math.nan,

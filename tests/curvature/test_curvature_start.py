@@ -140,3 +140,18 @@ def test_bad_start_options(mlp, cdata):
     with pytest.raises(ConfigError, match="eig_method='lanczos' only"):
         hessian(mlp, cdata, which="top", start="output-layer", eig_method="scipy",
                 progress=False)
+
+
+def test_a_much_larger_eigenvalue_elsewhere_is_still_found():
+    # inputs x30 and first-layer weights /30: the same function, but the first layer's
+    # curvature grows 900x and the top eigenvector leaves the output layer; the start's
+    # random part, amplified by that eigenvalue, brings it into the Krylov space
+    m, x, y = trained_classifier()
+    with torch.no_grad():
+        m[0].weight.div_(30.0)
+    x = 30.0 * x
+    op = CurvatureOperator(m, x, y, stable_cross_entropy, dtype=torch.float64)
+    lam = float(top_eigenvalues(op, op.dim, k=1, tol=1e-12, method="scipy").eigenvalues[0])
+    res = hessian(m, (x, y), which="top", k=1, rtol=1e-3, start="output-layer", **F64)
+    assert abs(res.summary["top_eigenvalue"] - lam) <= 1e-3 * lam
+    assert res.summary["start_bounds"][0] < 0.5 * lam  # the block's own top is far below

@@ -62,6 +62,20 @@ def test_hessian_on_cuda_matches_cpu(digits):
     assert tr.summary["trace"] == pytest.approx(tr_cpu.summary["trace"], rel=1e-6)
 
 
+def test_hessian_output_layer_start_on_cuda(digits):
+    """start='output-layer' on a CUDA model, and on a CPU model computed on CUDA."""
+    m = _mlp(digits).eval()
+    x, y = digits.split("train")
+    ref = deepscope.hessian(m, (x, y), which="top", k=1, tol=1e-6, progress=False)
+    g = copy.deepcopy(m).cuda()
+    for model, device in ((g, None), (m, "cuda")):
+        got = deepscope.hessian(model, (x, y), which="top", k=1, rtol=1e-3,
+                                start="output-layer", device=device, progress=False)
+        assert got.summary["start_hvps"] > 0
+        assert got.summary["top_eigenvalue"] == pytest.approx(
+            ref.summary["top_eigenvalue"], rel=2e-3)
+
+
 def test_point_evaluator_on_cuda(digits):
     from deepscope.landscape.evaluate import PointEvaluator
     m = build_model({"arch": "resnet", "input_shape": list(digits.input_shape),

@@ -79,7 +79,10 @@ def output_layer_start(op, x: Tensor, y: Tensor, loss_fn, *, batch_size: int, se
     from deepscope.curvature.operators import CurvatureOperator
     from deepscope.linalg.lanczos import random_unit_vector, top_eigenvalues
 
-    name, members = output_layer(op.model, x[:2].to(op.device))
+    # the model's own forward (on its own device and dtype; the operator may use others)
+    ref = next(op.model.parameters())
+    x2 = x[:2].to(ref.device)
+    name, members = output_layer(op.model, x2.to(ref.dtype) if x2.is_floating_point() else x2)
     members = [m for m in members if m in op.names]
     if not members:
         raise ModelError(f"start='output-layer': the output layer {name!r} has no parameters "

@@ -340,3 +340,60 @@ def test_a_failed_bead_next_to_an_inserted_one_keeps_a_full_profile():
             theta = (1 - row["t"]) * r["beads"][r["bead_ids"].index(i)] \
                 + row["t"] * r["beads"][r["bead_ids"].index(j)]
             assert row["loss"] == pytest.approx(chain_loss(theta), rel=1e-4, abs=1e-7)
+
+
+# ----------------------------------------------------------------------------- frozen
+
+def chain3(w2: float, w3: float, frozen: bool = True) -> nn.Module:
+    """w3·w2·w1·x with w1 = 1 (frozen): the level sets in (w2, w3) are the chain's bands."""
+    m = nn.Sequential(nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False),
+                      nn.Linear(1, 1, bias=False))
+    with torch.no_grad():
+        m[0].weight.fill_(1.0)
+        m[1].weight.fill_(w2)
+        m[2].weight.fill_(w3)
+    m[0].weight.requires_grad_(not frozen)
+    return m
+
+
+@pytest.mark.parametrize("method", ["dss", "bezier"])
+def test_frozen_parameters_stay_fixed_along_trained_paths(method):
+    kw = dict(bead_train={"lr": 0.05, "max_steps": 400, "batch_size": 16}, progress=False)
+    a, b = chain3(1.0, 1.0), chain3(4.0, 0.25)
+    r = connect(a, b, (X, Y), method, 0.01, **kw)
+    inner = r.beads[1:-1]
+    assert inner, "expected trained beads / a bend"
+    for theta in inner:
+        assert float(theta[0]) == 1.0                      # w1 untouched
+    assert any(float(t[1]) != float((1 - s) * 1.0 + s * 4.0)  # the others were trained
+               for t, s in zip(inner, np.linspace(0, 1, len(inner) + 2)[1:-1]))
+    assert a[0].weight.requires_grad is False                  # the model is untouched
+    # without freezing, training moves w1 as well
+    free = connect(chain3(1.0, 1.0, False), chain3(4.0, 0.25, False), (X, Y), method, 0.01,
+                   **kw)
+    assert any(float(t[0]) != 1.0 for t in free.beads[1:-1])
+
+
+def _spec_chain3(w2, w3):
+    m = build_model({"arch": "mlp", "widths": [1, 1], "bias": False, "input_shape": [1],
+                     "num_outputs": 1, "activation": "relu"}, seed=0)
+    with torch.no_grad():
+        m.fc1.weight.fill_(1.0)
+        m.fc2.weight.fill_(w2)
+        m.out.weight.fill_(w3)
+    return m.eval()
+
+
+def test_frozen_parameters_reach_process_workers():
+    a, b = _spec_chain3(1.0, 1.0), _spec_chain3(4.0, 0.25)
+    a.fc1.weight.requires_grad_(False)  # frozen in one model: held fixed for the path
+    kw = dict(bead_train={"lr": 0.05, "max_steps": 300}, threads=1, seed=3, progress=False)
+    loc = connect(a, b, (X, Y), "dss", 0.01, engine="local", **kw)
+    proc = connect(a, b, (X, Y), "dss", 0.01, engine="process", workers=2, **kw)
+    assert len(loc.beads) == len(proc.beads) > 2
+    for p, q in zip(loc.beads, proc.beads):
+        assert torch.equal(p, q)
+    names = [n for n, _ in a.named_parameters()]
+    i = names.index("fc1.weight")
+    for t in loc.beads[1:-1]:
+        assert float(t[i]) == 1.0

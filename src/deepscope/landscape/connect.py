@@ -79,7 +79,7 @@ def _bead_runner(evaluator, arch, level: str, target: float, options: dict, engi
             "bn_inputs": evaluator.bn_inputs.cpu(), "loss": evaluator.loss,
             "bn": evaluator.bn, "batch_size": evaluator.batch_size, "level": level,
             "target": target, "options": options, "device": str(evaluator.device),
-            "dtype": evaluator.dtype}
+            "dtype": evaluator.dtype, "frozen": sorted(evaluator.frozen)}
     if engine == "local":
         base["model"] = evaluator.copy
     else:
@@ -162,8 +162,13 @@ def connect(a, b, data=None, method: str = "dss", threshold: float | None = None
         data = ck_a.dataset()
     if loss is None and ck_a is not None:
         loss = ck_a.loss_name
+    # parameters frozen (requires_grad=False) in either model are held fixed by bead and bend
+    # training: the path stays in the space the models are trained in
+    frozen = {n for m in (model_a, model_b) for n, p in m.named_parameters()
+              if not p.requires_grad}
     ev = PointEvaluator(model_a, data, loss=loss, bn=bn, bn_samples=bn_samples,
-                        batch_size=batch_size, max_samples=max_samples, seed=seed)
+                        batch_size=batch_size, max_samples=max_samples, seed=seed,
+                        frozen=frozen & {n for n, _ in model_a.named_parameters()})
     if bn == "keep" and ev.bn_modules:
         # "keep" would evaluate every point, b and the beads included, with a's running
         # statistics: b's level would not be b's, and beads have no statistics of their own

@@ -160,6 +160,10 @@ def fit(evaluator, variables: Sequence[Tensor], point: Callable[[torch.Generator
                 loss = lossfn(out, yb)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if evaluator.trainable_mask is not None:  # frozen parameters stay put
+                    for v in variables:
+                        if v.grad is not None:
+                            v.grad.mul_(evaluator.trainable_mask)
                 opt.step()
                 step += 1
     finally:
@@ -199,7 +203,8 @@ def _evaluator_from(payload: Mapping[str, Any]):
             model.load_state_dict(payload["buffers"], strict=False)
     # the same BatchNorm re-estimation inputs as the driver's evaluator
     return PointEvaluator(model, payload["splits"], loss=payload["loss"], bn=payload["bn"],
-                          batch_size=payload["batch_size"], bn_inputs=payload["bn_inputs"])
+                          batch_size=payload["batch_size"], bn_inputs=payload["bn_inputs"],
+                          frozen=payload.get("frozen", ()))
 
 
 def bead_task(payload: dict[str, Any]) -> dict[str, Any]:

@@ -79,12 +79,16 @@ class PointEvaluator:
         batch_size: evaluation batch size (speed only).
         max_samples: evaluate each split on at most this many samples (a seeded subset).
         seed: seeds the subsets.
+        frozen: names of parameters held fixed when beads / bends are trained
+            (:func:`deepscope.landscape.dss.fit` zeroes their gradients); None: those of
+            ``model`` with ``requires_grad=False``. ``trainable_mask`` is the flat 0/1
+            vector (None when nothing is frozen).
     """
 
     def __init__(self, model: nn.Module, data, *, loss: str | None = None,
                  bn: str = "recompute", bn_samples: int | None = None,
                  batch_size: int = 1024, max_samples: int | None = None, seed: int = 0,
-                 bn_inputs: Tensor | None = None):
+                 bn_inputs: Tensor | None = None, frozen=None):
         if bn not in BN_MODES:
             raise unknown_name("bn", bn, BN_MODES)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -112,6 +116,9 @@ class PointEvaluator:
             y = y.to(self.device, self.dtype) if y.is_floating_point() else y.to(self.device)
             self.splits[name] = (x, y)
         self.batch_size = batch_size
+        self.frozen = frozenset(
+            (n for n, p in model.named_parameters() if not p.requires_grad)
+            if frozen is None else frozen)
         self.copy = copy.deepcopy(model)
         for p in self.copy.parameters():
             p.requires_grad_(False)
@@ -133,6 +140,14 @@ class PointEvaluator:
             xtr = bn_inputs.to(self.device, self.dtype)
         self._bn_inputs = xtr
         self._own_buffers = {n: b.detach().clone() for n, b in self.copy.named_buffers()}
+        unknown = sorted(self.frozen - set(self.names))
+        if unknown:
+            raise ConfigError(f"frozen: expected parameter names of the model, got {unknown[:3]}")
+        self.trainable_mask: Tensor | None = None
+        if self.frozen:
+            self.trainable_mask = torch.cat([
+                torch.full((shape.numel(),), 0.0 if n in self.frozen else 1.0,
+                           dtype=self.dtype, device=self.device) for n, shape in self.layout])
 
     @property
     def bn_inputs(self) -> Tensor:

@@ -196,6 +196,20 @@ def test_pca_trajectory_plane():
     lo_a, hi_a = s["ranges"][0]
     assert lo_a <= res.trajectory_coords[:, 0].min() and hi_a >= res.trajectory_coords[:, 0].max()
     check_against_slow(res, model, x, y)
+    # 1-D parameters are left out of the PCA by default (as for filter-normalized
+    # directions); include_bias=True keeps them, and equals pca_directions' own result
+    from deepscope.landscape.directions import pca_directions
+    biases = [n for n, p in final.items() if p.dim() == 1]
+    assert biases
+    for d in res.directions:
+        assert all(float(d[n].abs().max()) == 0.0 for n in biases)
+    full = surface(model, (x, y), dims=2, steps=3, directions="pca-trajectory",
+                   trajectory=traj, include_bias=True, progress=False)
+    ref = pca_directions(traj, model, 2, include_bias=True, include_bn=False)
+    for d, r in zip(full.directions, ref.directions):
+        assert any(float(d[n].abs().max()) > 0 for n in biases)
+        for n in d:
+            torch.testing.assert_close(d[n], r[n].cpu())
     with pytest.raises(ConfigError, match="trajectory"):
         surface(model, (x, y), dims=2, steps=3, directions="pca-trajectory", progress=False)
 

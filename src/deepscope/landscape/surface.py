@@ -147,8 +147,9 @@ def surface(model: nn.Module, data, dims: int = 2, steps: int | Sequence[int] = 
             from a memory budget: 256 MiB on CPUs, a quarter of the free memory up to 4 GiB
             on GPUs).
         bn: ``"keep"`` or ``"recompute"`` (module docstring); ignored without BatchNorm.
-        include_bias, include_bn: filter-normalized directions also move 1-D / BatchNorm
-            parameters (zero by default, as Li et al.).
+        include_bias, include_bn: the directions also move 1-D / BatchNorm parameters
+            (zero by default, as Li et al.; for pca-trajectory those parameters are left out
+            of the PCA, as the authors' ``plot_trajectory.py --ignore biasbn``).
         resume: a JSON file that keeps finished grid points (module docstring).
         seed: seeds the directions and the ``max_samples`` subset.
         device: where to compute (None: the model's device).

@@ -44,7 +44,10 @@ def resolve_directions(directions, model: nn.Module, base: dict[str, Tensor], di
         if trajectory is None:
             raise ConfigError("directions='pca-trajectory' needs trajectory=[...] (models, "
                               "parameter dicts or checkpoint paths along training)")
-        pca = pca_directions(trajectory, model, dims)
+        # 1-D / BatchNorm parameters left out unless asked for, as for filter-normalized
+        # directions (the authors' plot_trajectory.py with --ignore biasbn)
+        pca = pca_directions(trajectory, model, dims, include_bias=include_bias,
+                             include_bn=include_bn)
         info = {"explained_variance": pca.explained_variance,
                 "explained_variance_ratio": pca.explained_variance_ratio,
                 "trajectory_coords": pca.coords}

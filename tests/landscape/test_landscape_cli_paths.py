@@ -136,6 +136,10 @@ def test_bad_steps_and_missing_file_exit_2(ckpts, capsys, tmp_path):
     assert "steps" in _one_line_error(capsys)
     assert main(["interpolate", str(a), str(tmp_path / "nope.safetensors"), "--quiet"]) == 2
     assert "nope.safetensors" in _one_line_error(capsys)
+    # align refuses a bad --steps before writing its output
+    out = tmp_path / "aligned.safetensors"
+    assert main(["align", str(a), str(b), "-o", str(out), "--steps", "1", "--quiet"]) == 2
+    assert "steps" in _one_line_error(capsys) and not out.exists()
 
 
 # ------------------------------------------------------------------ report

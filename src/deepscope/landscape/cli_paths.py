@@ -134,6 +134,9 @@ def _add_align(sub) -> None:
 def _cmd_align(args) -> int:
     from deepscope.landscape.align import align
     from deepscope.train.checkpoint import load_checkpoint, save_checkpoint
+    if not args.no_barrier and args.steps < 2:  # before anything is written
+        from deepscope.errors import ConfigError
+        raise ConfigError(f"--steps must be >= 2, got {args.steps}")
     ck_a, ck_b = load_checkpoint(args.a), load_checkpoint(args.b)
     res = align(ck_a.model, ck_b.model, max_iter=args.max_iter, seed=args.seed,
                 progress=not args.quiet)
@@ -144,9 +147,6 @@ def _cmd_align(args) -> int:
     barriers = {}
     if not args.no_barrier and ck_a.dataset_spec is not None:
         from deepscope.landscape.interpolate import interpolate
-        if args.steps < 2:
-            from deepscope.errors import ConfigError
-            raise ConfigError(f"--steps must be >= 2, got {args.steps}")
         data = ck_a.dataset()
         opts = dict(steps=args.steps, loss=ck_a.loss_name, max_samples=args.max_samples,
                     progress=not args.quiet, seed=args.seed)

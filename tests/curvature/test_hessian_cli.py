@@ -57,3 +57,8 @@ def test_start_option(checkpoint, capsys):
     assert summary["start"] == "output-layer" and summary["start_hvps"] > 0
     with pytest.raises(SystemExit):
         parse(checkpoint, "--start", "middle")
+    args = parse(checkpoint, "--k", "1", "--which", "top", "--order", "magnitude",
+                 "--format", "json", "--quiet")
+    assert args.func(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["settings"]["order"] == "magnitude"

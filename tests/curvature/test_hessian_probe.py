@@ -214,3 +214,25 @@ def test_frozen_parameters_are_held_fixed(cdata):
         p.requires_grad_(False)
     with pytest.raises(ModelError, match="trainable"):
         hessian(model, (x, y), which="top", progress=False)
+
+
+def test_order_by_magnitude_finds_a_dominant_negative_eigenvalue():
+    """A saddle: |λ_min| = 30 beats λ_max = 12. 'largest' reports 12, 'magnitude' -30 (what
+    PyHessian's power iteration converges to)."""
+    torch.manual_seed(1)
+    n = 30
+    lam = torch.cat([torch.tensor([12.0, 4.0, -30.0]), torch.linspace(-1, 1, n - 3)])
+    U, _ = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64))
+    A = U @ torch.diag(lam.double()) @ U.T
+
+    def loss(out, _y):
+        return 0.5 * torch.einsum("bi,ij,bj->b", out, A.to(out.dtype), out).mean()
+
+    model, data = Quadratic(n), (torch.zeros(8, 1), torch.zeros(8))
+    kw = dict(loss=loss, k=2, which="top", tol=1e-12, **F64)
+    np.testing.assert_allclose(hessian(model, data, **kw).eigenvalues(), [12, 4], rtol=1e-9)
+    mag = hessian(model, data, order="magnitude", **kw)
+    np.testing.assert_allclose(mag.eigenvalues(), [-30, 12], rtol=1e-9)
+    assert mag.settings["order"] == "magnitude"
+    with pytest.raises(ConfigError, match="order"):
+        hessian(model, data, order="smallest", **kw)

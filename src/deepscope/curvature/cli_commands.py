@@ -57,6 +57,8 @@ def _add_hessian(sub) -> None:
                    help="Lanczos start for the top eigenvalues: random (default) or the top "
                         "eigenvector of the output layer's block (fewer products on trained "
                         "classifiers)")
+    p.add_argument("--order", choices=("largest", "magnitude"), default="largest",
+                   help="top eigenvalues by value (default) or by |value| (PyHessian's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--float64", action="store_true", help="compute in float64")
     p.add_argument("--device", help="cpu, cuda, ... (default: the model's)")
@@ -92,7 +94,7 @@ def _cmd_hessian(args) -> int:
                   density_runs=args.density_runs, lanczos_steps=args.lanczos_steps,
                   per_layer=args.per_layer or False, ggn=args.ggn,
                   batch_size=args.batch_size, max_samples=args.max_samples, tol=args.tol,
-                  rtol=args.rtol, start=args.start,
+                  rtol=args.rtol, start=args.start, order=args.order,
                   seed=args.seed, dtype=torch.float64 if args.float64 else torch.float32,
                   device=args.device, progress=not args.quiet)
     if args.out is not None:

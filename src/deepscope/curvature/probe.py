@@ -70,7 +70,7 @@ def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: in
                 tol, rtol, trace_method: str, probes: int, density_runs: int,
                 lanczos_steps: int,
                 seed: int, eig_method: str, densities: dict, start_info: dict,
-                start: str = "random", data=None) -> list[dict]:
+                start: str = "random", data=None, order: str = "largest") -> list[dict]:
     rows = []
     common = {"block": name, "num_params": op.dim}
     if "top" in which:
@@ -84,8 +84,8 @@ def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: in
             start_info.update(info)
         before = op.num_matvecs
         method = eig_method if kk < op.dim else "lanczos"  # ARPACK needs k < dim
-        eig = top_eigenvalues(op, op.dim, kk, tol=tol, rtol=rtol, seed=seed, dtype=op.dtype,
-                              device=op.device, method=method, v0=v0,
+        eig = top_eigenvalues(op, op.dim, kk, which=order, tol=tol, rtol=rtol, seed=seed,
+                              dtype=op.dtype, device=op.device, method=method, v0=v0,
                               lower_bounds=bounds)
         used = op.num_matvecs - before
         for i in range(kk):
@@ -113,7 +113,8 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
             max_samples: int | None = None, tol: float | None = None,
             rtol: float | None = None,
             eig_method: str = "lanczos", seed: int = 0, dtype: torch.dtype = torch.float32,
-            device=None, start: str = "random", progress: bool = True) -> HessianResult:
+            device=None, start: str = "random", order: str = "largest",
+            progress: bool = True) -> HessianResult:
     """Curvature of the training loss: top-k eigenvalues, trace and spectral density.
 
     Args:
@@ -121,7 +122,10 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
         data: a deepscope ``Dataset`` (its train split) or an ``(x, y)`` tuple.
         loss: ``"cross_entropy"``, ``"mse"``, a callable ``(outputs, targets) -> mean loss``,
             or None (by the data's task).
-        k: number of top eigenvalues (largest algebraic).
+        k: number of top eigenvalues.
+        order: which are "top": ``"largest"`` (algebraic, default) or ``"magnitude"``
+            (largest |λ|, what PyHessian's power iteration converges to: at a saddle or at
+            initialization it may return a negative eigenvalue).
         which: any of ``"top"``, ``"trace"``, ``"density"``.
         trace_method: ``"hutch++"`` or ``"hutchinson"``; ``probes`` is its number of products.
         density_runs, lanczos_steps: SLQ start vectors and Lanczos steps per vector.
@@ -159,6 +163,8 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
         raise ConfigError(f"trace_method must be 'hutch++' or 'hutchinson', got {trace_method!r}")
     if eig_method not in ("lanczos", "scipy"):
         raise ConfigError(f"eig_method must be 'lanczos' or 'scipy', got {eig_method!r}")
+    if order not in ("largest", "magnitude"):
+        raise ConfigError(f"order must be 'largest' or 'magnitude', got {order!r}")
     if start not in START_MODES:
         raise ConfigError(f"start must be one of {START_MODES}, got {start!r}")
     if start != "random" and eig_method != "lanczos":
@@ -201,7 +207,7 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
                                 probes=probes, density_runs=density_runs,
                                 lanczos_steps=lanczos_steps, seed=seed,
                                 eig_method=eig_method, densities=densities,
-                                start=start, start_info=start_info,
+                                start=start, start_info=start_info, order=order,
                                 data=(x, y, loss_fn, batch_size))
             total_hvps += op.num_matvecs  # full products (start_hvps: the block's)
     elapsed = time.perf_counter() - t0
@@ -236,7 +242,7 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
                 "probes": probes, "density_runs": density_runs,
                 "lanczos_steps": lanczos_steps, "per_layer": per[per_layer], "ggn": ggn,
                 "batch_size": batch_size, "max_samples": max_samples, "tol": tol, "rtol": rtol,
-                "eig_method": eig_method, "start": start, "seed": seed, "dtype": str(dtype).replace("torch.", ""),
+                "eig_method": eig_method, "start": start, "order": order, "seed": seed, "dtype": str(dtype).replace("torch.", ""),
                 "device": str(device) if device is not None else None}
     return HessianResult(kind="ggn" if ggn else "hessian", table=table, summary=summary,
                          settings=settings, densities=densities)

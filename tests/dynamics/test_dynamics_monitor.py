@@ -106,6 +106,7 @@ def test_activation_patterns_inplace_and_reused_relu():
         z2 = net.b(torch.relu(z1))
     assert torch.equal(pats["act"], z1 > 0)     # read before the in-place op
     assert torch.equal(pats["act#2"], z2 > 0)
+    assert set(pats) == {"act", "act#2"}  # the module's own F.relu is not counted again
     assert flipped_fraction(pats, pats) == 0.0
     other = {k: ~v for k, v in pats.items()}
     assert flipped_fraction(pats, other) == 1.0
@@ -133,3 +134,41 @@ def test_tracker_leaves_model_untouched_and_every_is_checked():
     assert state_fingerprint(net) == fp and net.training
     with pytest.raises(ConfigError, match="every"):
         NTKMonitor(torch.randn(4, 3), every=0)
+
+
+class _Functional(nn.Module):
+    """ReLUs written as calls: F.relu, Tensor.relu_ and a module, mixed."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3, 6)
+        self.b = nn.Linear(6, 5)
+        self.c = nn.Linear(5, 2)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        h = torch.nn.functional.relu(self.a(x))
+        h = self.b(h).relu_()
+        return self.c(self.act(h - 0.1))
+
+
+def test_activation_patterns_of_functional_relus():
+    net = _Functional().double()
+    x = torch.randn(7, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    pats = activation_patterns(net, x, batch_size=3)
+    with torch.no_grad():
+        z1 = net.a(x)
+        z2 = net.b(torch.relu(z1))
+        z3 = torch.relu(z2) - 0.1
+    assert set(pats) == {"relu()", "relu()#2", "act"}
+    assert torch.equal(pats["relu()"], z1 > 0)
+    assert torch.equal(pats["relu()#2"], z2 > 0)  # read before the in-place op
+    assert torch.equal(pats["act"], z3 > 0)
+    with torch.no_grad():
+        net.a.bias.add_(10.0)  # every first-layer unit active now
+    moved = activation_patterns(net, x, batch_size=3)
+    flips = int((pats["relu()"] != moved["relu()"]).sum()) + sum(
+        int((pats[k] != moved[k]).sum()) for k in ("relu()#2", "act"))
+    total = sum(v.numel() for v in pats.values())
+    assert flipped_fraction(pats, moved) == pytest.approx(flips / total)
+    assert flips > 0

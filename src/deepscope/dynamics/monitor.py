@@ -9,15 +9,20 @@ measures, on fixed probe inputs:
 - ``drift`` = ‖Θ_t − Θ_0‖_F / ‖Θ_0‖_F (empirical NTK, :func:`deepscope.dynamics.ntk.ntk`);
 - ``lambda_min``, ``lambda_max`` of Θ_t and ``lambda_min_init`` = λ_min(Θ_0);
 - ``flipped``: the fraction of ReLU activation patterns that flipped since initialization,
-  i.e. of the entries (probe point, unit) of the pre-activation at every ``nn.ReLU`` module
-  whose sign (> 0: active) differs from the one at initialization;
+  i.e. of the entries (probe point, unit) of the pre-activation at every ReLU (``nn.ReLU``
+  modules and functional calls) whose sign (> 0: active) differs from the one at
+  initialization;
 - ``max_displacement``: max over neurons of ‖w_r(t) − w_r(0)‖₂ (Du et al.'s R: a neuron is a
   row of a weight matrix / an output filter of a kernel; a vector parameter counts entrywise),
   ``max_abs_displacement`` = ‖θ_t − θ_0‖_∞, and ``rel_displacement`` = ‖θ_t − θ_0‖₂/‖θ_0‖₂.
 
 Patterns are read by forward *pre*-hooks on the ``nn.ReLU`` modules (so in-place ReLUs read
 their input), registered for one eval-mode forward pass and removed afterwards; a ReLU module
-called several times in one forward counts each call. Functional ``F.relu`` calls are not seen.
+called several times in one forward counts each call. Functional calls outside those modules
+(``F.relu``, ``torch.relu``, ``Tensor.relu`` and their in-place forms) are read by a
+:class:`torch.overrides.TorchFunctionMode` during the same pass, keyed ``"relu()#k"`` by their
+order in the forward. Other ways to write a ReLU (``clamp(min=0)``, ``max(x, 0)``) are not
+seen.
 """
 from __future__ import annotations
 
@@ -26,7 +31,9 @@ from typing import Any
 
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from deepscope._params import eval_mode, params_of
 from deepscope.errors import ConfigError
@@ -40,34 +47,68 @@ MONITOR_COLUMNS = ("drift", "lambda_min", "lambda_max", "lambda_min_init", "flip
                    "max_displacement", "max_abs_displacement", "rel_displacement")
 
 
+_FUNCTIONAL_RELUS = frozenset({torch.relu, torch.relu_, F.relu, F.relu_, Tensor.relu,
+                               Tensor.relu_})
+
+
+class _FunctionalReLUs(TorchFunctionMode):
+    """Records ``input > 0`` of functional ReLU calls made outside ``nn.ReLU`` modules."""
+
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+        self.inside_module = 0  # > 0 while an nn.ReLU module runs (its own F.relu call)
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _FUNCTIONAL_RELUS and not self.inside_module and args:
+            self.count += 1
+            key = "relu()" if self.count == 1 else f"relu()#{self.count}"
+            self.record(key, args[0] > 0)
+        return func(*args, **kwargs)
+
+
 @torch.no_grad()
 def activation_patterns(model: nn.Module, x: Tensor, *, batch_size: int = 1024
                         ) -> dict[str, Tensor]:
-    """Boolean activation patterns (pre-activation > 0) at every ``nn.ReLU`` on inputs ``x``.
+    """Boolean activation patterns (pre-activation > 0) at every ReLU on inputs ``x``.
 
-    Keys are module names (``"name#2"`` for a module's second call in one forward); values
-    are CPU bool tensors of shape (n, ...). The model is run in eval mode and left as it was.
+    Keys are ``nn.ReLU`` module names (``"name#2"`` for a module's second call in one
+    forward) and ``"relu()"``, ``"relu()#2"``, ... for functional ReLU calls outside those
+    modules, in forward order; values are CPU bool tensors of shape (n, ...). The model is
+    run in eval mode and left as it was.
     """
     relus = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ReLU)]
     out: dict[str, list[Tensor]] = {}
     dev = next((p.device for p in model.parameters()), x.device)
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
     x = x.to(device=dev, dtype=dtype) if x.is_floating_point() else x.to(dev)
+
+    def record(key, pattern):
+        out.setdefault(key, []).append(pattern.cpu())
+
     for start in range(0, x.shape[0], batch_size):
         calls: dict[str, int] = {}
         handles = []
+        mode = _FunctionalReLUs(record)
 
         def make(name):
-            def hook(module, inputs):
+            def pre(module, inputs):
                 i = calls.get(name, 0)
                 calls[name] = i + 1
-                key = name if i == 0 else f"{name}#{i + 1}"
-                out.setdefault(key, []).append((inputs[0] > 0).cpu())
-            return hook
+                record(name if i == 0 else f"{name}#{i + 1}", inputs[0] > 0)
+                mode.inside_module += 1
+            return pre
+
+        def leave(module, inputs, output):
+            mode.inside_module -= 1
+
         try:
             for name, m in relus:
                 handles.append(m.register_forward_pre_hook(make(name)))
-            with eval_mode(model):
+                handles.append(m.register_forward_hook(leave))
+            with eval_mode(model), mode:
                 model(x[start:start + batch_size])
         finally:
             for h in handles:

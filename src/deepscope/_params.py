@@ -20,6 +20,7 @@ __all__ = [
     "unflatten",
     "state_fingerprint",
     "eval_mode",
+    "check_input_dtype",
 ]
 
 Params = dict[str, Tensor]
@@ -101,3 +102,22 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, f in flags.items():
             m.training = f
+
+
+def check_input_dtype(model: nn.Module, x: Tensor) -> None:
+    """Integer inputs (e.g. uint8 images) to a model that needs floating ones: one clear
+    ShapeError instead of torch's dtype error deep in a probe. Runs the model on two samples
+    (eval mode, no grad) only when ``x`` is not floating; a model that takes integers
+    (token ids into an Embedding) passes."""
+    if x.is_floating_point() or x.shape[0] == 0:
+        return
+    from deepscope.errors import ShapeError
+    dev = next((p.device for p in model.parameters()), x.device)
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(x[:2].to(dev))
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise ShapeError(f"the model cannot take inputs of dtype {x.dtype} ({first}); "
+                         f"expected floating inputs: cast them first, e.g. x.float() / 255 "
+                         f"for 8-bit images") from None

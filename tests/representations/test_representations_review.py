@@ -76,3 +76,27 @@ def test_gdv_depth_does_not_fail_silently(tmp_path):
     with pytest.raises(DataError, match="no GDV could be measured.*2 points per class"):
         gdv_depth_study(tmp_path / "z1", depths=[1], n_train=3, epochs=1, width=4,
                         progress=False)
+
+
+def test_integer_inputs_get_one_clear_error_and_token_models_pass():
+    """uint8 images into a float model: a ShapeError naming the dtype (gdv, cka, measures);
+    integer token ids into an Embedding model still run."""
+    import pytest as _pytest
+    import torch as _torch
+    from torch import nn as _nn
+
+    import deepscope
+    from deepscope.errors import ShapeError
+    _torch.manual_seed(0)
+    m = _nn.Sequential(_nn.Linear(4, 8), _nn.ReLU(), _nn.Linear(8, 3))
+    x = _torch.randint(0, 255, (30, 4), dtype=_torch.uint8)
+    y = _torch.randint(0, 3, (30,))
+    for call in (lambda: deepscope.gdv(m, (x, y), progress=False),
+                 lambda: deepscope.cka(m, x, progress=False),
+                 lambda: deepscope.measures(m, (x, y), progress=False)):
+        with _pytest.raises(ShapeError, match="uint8"):
+            call()
+    emb = _nn.Sequential(_nn.Embedding(10, 4), _nn.Flatten(), _nn.Linear(12, 3))
+    tokens = _torch.randint(0, 10, (30, 3))
+    res = deepscope.gdv(emb, (tokens, y), progress=False)
+    assert len(res.table) > 0

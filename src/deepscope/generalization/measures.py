@@ -61,7 +61,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from deepscope._params import eval_mode
+from deepscope._params import check_input_dtype, eval_mode
 from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, ModelError, ShapeError, unknown_name
 from deepscope.generalization.bn_fold import fold_batchnorm, layer_matrices
@@ -419,6 +419,7 @@ def measures(model: nn.Module, data, *, init_params: dict[str, Tensor] | None = 
                          "trained network with finite weights")
     first = next(model.parameters())
     dev = first.device
+    check_input_dtype(model, x)
     # inputs in the model's floating dtype (e.g. a float64 model fed a float32 dataset)
     x = x.to(dev, first.dtype) if x.is_floating_point() and first.is_floating_point() \
         else x.to(dev)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from deepscope._device import resolve_device
-from deepscope._params import eval_mode
+from deepscope._params import check_input_dtype, eval_mode
 from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, DataError, ModelError, ShapeError
 
@@ -299,6 +299,7 @@ def capture_activations(model: nn.Module, x, layers=None, *, batch_size: int = 5
         # captured Linear/Conv/BatchNorm) would otherwise overwrite the stored activations
         current[ref.name] = t.reshape(t.shape[0], -1).clone()
 
+    check_input_dtype(net, x)  # before the hooks: integer images get one clear error
     handles = []
     try:
         for ref in refs:

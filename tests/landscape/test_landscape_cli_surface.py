@@ -149,3 +149,11 @@ def test_demo_section_fast_and_model_untouched(tmp_path):
     from deepscope.report.html import write_report
     page = write_report(tmp_path / "report", [sec])
     assert "Loss surface" in page.read_text()
+
+
+def test_hessian_directions_through_cli(ckpts, capsys):
+    assert main(["surface", str(ckpts[-1]), "--dims", "1", "--steps", "3", "--span", "0.1",
+                 "--directions", "hessian", "--format", "json", "--quiet"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["summary"]["directions"] == "hessian"
+    assert len(data["summary"]["hessian_eigenvalues"]) == 1

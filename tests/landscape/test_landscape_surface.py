@@ -388,3 +388,46 @@ def test_cross_entropy_sum_matches_torch_and_keeps_ignore_index(engine):
         out = model(x)
     assert ign.summary["center_loss"] == pytest.approx(
         float(F.cross_entropy(out, y2, reduction="sum")) / 60, rel=1e-5)
+
+
+def test_hessian_directions_are_the_top_eigenvectors():
+    """directions='hessian': unit, orthogonal, H d = λ d against a dense float64 Hessian; the
+    loss along d1 curves by λ1; frozen parameters get zero directions."""
+    from deepscope._params import flatten, unflatten
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 3)).double()
+    x = torch.randn(64, 6, dtype=torch.float64)
+    y = torch.randint(0, 3, (64,))
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    flat, layout = flatten(params)
+
+    def loss_at(vec):
+        return F.cross_entropy(torch.func.functional_call(model, unflatten(vec, layout), (x,)),
+                               y)
+
+    H = torch.func.hessian(loss_at)(flat)
+    lam, U = torch.linalg.eigh(H)
+    res = surface(model, (x, y), dims=2, steps=3, span=0.5, directions="hessian",
+                  progress=False)
+    np.testing.assert_allclose(res.summary["hessian_eigenvalues"], lam.flip(0)[:2].numpy(),
+                               rtol=1e-6)
+    D = [flatten(d)[0] for d in res.directions]
+    for i, d in enumerate(D):
+        assert float(d.norm()) == pytest.approx(1.0, abs=1e-9)
+        torch.testing.assert_close(H @ d, float(lam[-1 - i]) * d, atol=1e-6, rtol=0)
+    assert abs(float(D[0] @ D[1])) < 1e-8
+    check_against_slow(res, model, x, y)
+    # curvature along d1: (L(a) - 2 L(0) + L(-a)) / a^2 -> lambda_1
+    a = 1e-3
+    line = surface(model, (x, y), dims=1, steps=3, span=a, directions="hessian",
+                   progress=False)
+    L = line.table["loss"].to_numpy()
+    assert (L[0] - 2 * L[1] + L[2]) / a ** 2 == pytest.approx(float(lam[-1]), rel=1e-3)
+    # frozen parameters: zero directions there
+    model[0].weight.requires_grad_(False)
+    frozen = surface(model, (x, y), dims=1, steps=3, directions="hessian", progress=False)
+    assert float(frozen.directions[0]["0.weight"].abs().max()) == 0.0
+    assert float(frozen.directions[0]["2.weight"].abs().max()) > 0.0
+    with pytest.raises(ConfigError, match="trajectory"):
+        surface(model, (x, y), dims=1, steps=3, directions="hessian", trajectory=[model],
+                progress=False)

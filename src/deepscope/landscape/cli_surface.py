@@ -59,7 +59,7 @@ def _add_surface(sub) -> None:
     p.add_argument("--span", type=_span, default=None,
                    help="S for [-S, S], LO:HI, or LO:HI,LO:HI (default 1; pca: the "
                         "trajectory's extent)")
-    p.add_argument("--directions", choices=("filter-normalized", "pca-trajectory"),
+    p.add_argument("--directions", choices=("filter-normalized", "pca-trajectory", "hessian"),
                    default="filter-normalized")
     p.add_argument("--trajectory", type=Path, nargs="+", default=None,
                    help="checkpoints along training (for --directions pca-trajectory)")

@@ -135,7 +135,9 @@ def surface(model: nn.Module, data, dims: int = 2, steps: int | Sequence[int] = 
             pair per axis. Default: 1.0 for filter-normalized / user directions; for
             pca-trajectory the projected trajectory plus a 20% margin.
         directions: ``"filter-normalized"`` (seeded Gaussian, Li et al. 2018),
-            ``"pca-trajectory"`` (needs ``trajectory``) or ``dims`` user directions (flat
+            ``"pca-trajectory"`` (needs ``trajectory``), ``"hessian"`` (the top ``dims``
+            eigenvectors of the loss Hessian on the evaluated data, unit norm, as PyHessian's
+            plots; ``summary["hessian_eigenvalues"]``) or ``dims`` user directions (flat
             vectors or ``{name: tensor}`` dicts, used as given).
         trajectory: models / parameter dicts / checkpoint paths along training
             (pca-trajectory).
@@ -221,9 +223,12 @@ def surface(model: nn.Module, data, dims: int = 2, steps: int | Sequence[int] = 
     with_bn = has_batchnorm(net)
     bn_used = bn if with_bn else "keep"
 
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     kind, dirs, info = resolve_directions(directions, net, base, dims, trajectory=trajectory,
                                           seed=seed, include_bias=include_bias,
-                                          include_bn=include_bn)
+                                          include_bn=include_bn,
+                                          hessian_data=((x, y), loss_name, batch_size,
+                                                        trainable))
     if span is None:
         ranges = pca_span(info["trajectory_coords"], dims) if kind == "pca-trajectory" \
             else _ranges(1.0, dims)
@@ -320,6 +325,7 @@ def surface(model: nn.Module, data, dims: int = 2, steps: int | Sequence[int] = 
         "parameter_norm": direction_norm(base),
         "direction_cosine": (direction_dot(dirs[0], dirs[1]) / max(
             direction_norm(dirs[0]) * direction_norm(dirs[1]), 1e-300)) if dims == 2 else None,
+        "hessian_eigenvalues": info.get("hessian_eigenvalues"),
         "explained_variance": info.get("explained_variance"),
         "explained_variance_ratio": info.get("explained_variance_ratio"),
         "trajectory_coords": info.get("trajectory_coords"),

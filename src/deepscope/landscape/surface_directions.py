@@ -13,26 +13,68 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
 from deepscope.errors import ConfigError, unknown_name
 from deepscope.landscape.directions import (as_direction, filter_normalized_directions,
                                             pca_directions)
 
-__all__ = ["DIRECTION_KINDS", "resolve_directions", "pca_span"]
+__all__ = ["DIRECTION_KINDS", "resolve_directions", "pca_span", "hessian_directions"]
 
-DIRECTION_KINDS = ("filter-normalized", "pca-trajectory")
+DIRECTION_KINDS = ("filter-normalized", "pca-trajectory", "hessian")
+
+
+def hessian_directions(model: nn.Module, base: dict[str, Tensor], dims: int, data, loss: str,
+                       *, trainable: list[str], batch_size: int, seed: int
+                       ) -> tuple[list[dict[str, Tensor]], dict]:
+    """The top ``dims`` eigenvectors (largest algebraic eigenvalues, unit norm) of the loss
+    Hessian at the center, over the ``trainable`` parameters (others: zero), as PyHessian's
+    plots of the loss along its top eigenvectors; sign: the entry of largest magnitude is
+    positive. ``data`` is the evaluated ``(x, y)``."""
+    from deepscope.curvature.operators import CurvatureOperator, resolve_loss
+    from deepscope.errors import ModelError
+    from deepscope.linalg import top_eigenvalues
+    x, y = data
+    names = [n for n in trainable if n in base]
+    if not names:
+        raise ModelError("directions='hessian': the model has no parameter that requires grad")
+    ref = next(iter(base.values()))
+    op = CurvatureOperator(model, x, y, resolve_loss(loss, "classification")[0], block=names,
+                           batch_size=batch_size, dtype=ref.dtype, device=ref.device)
+    eig = top_eigenvalues(op, op.dim, k=min(dims, op.dim), seed=seed, dtype=ref.dtype,
+                          device=ref.device, return_vectors=True)
+    dirs = []
+    for i in range(eig.eigenvectors.shape[1]):
+        v = eig.eigenvectors[:, i]
+        v = v * (1.0 if float(v[int(v.abs().argmax())]) >= 0 else -1.0)
+        d, off = {n: torch.zeros_like(t) for n, t in base.items()}, 0
+        for n, shape in op.layout:
+            d[n] = v[off:off + shape.numel()].view(shape).to(base[n].dtype).clone()
+            off += shape.numel()
+        dirs.append(d)
+    return dirs, {"hessian_eigenvalues": [float(v) for v in eig.eigenvalues],
+                  "hessian_residuals": [float(r) for r in eig.residuals]}
 
 
 def resolve_directions(directions, model: nn.Module, base: dict[str, Tensor], dims: int, *,
-                       trajectory, seed: int, include_bias: bool, include_bn: bool
-                       ) -> tuple[str, list[dict[str, Tensor]], dict]:
-    """``(kind, directions, info)``: kind ``"filter-normalized"``, ``"pca-trajectory"`` or
-    ``"user"``; ``info`` holds the PCA explained variance (ratio) and trajectory coordinates."""
+                       trajectory, seed: int, include_bias: bool, include_bn: bool,
+                       hessian_data=None) -> tuple[str, list[dict[str, Tensor]], dict]:
+    """``(kind, directions, info)``: kind ``"filter-normalized"``, ``"pca-trajectory"``,
+    ``"hessian"`` or ``"user"``; ``info`` holds the PCA explained variance (ratio) and
+    trajectory coordinates, or the Hessian eigenvalues. ``hessian_data``:
+    ``((x, y), loss, batch_size, trainable names)`` for ``"hessian"``."""
     info: dict = {}
     if isinstance(directions, str):
         if directions not in DIRECTION_KINDS:
             raise unknown_name("directions", directions, DIRECTION_KINDS)
+        if directions == "hessian":
+            if trajectory is not None:
+                raise ConfigError("trajectory is only used with directions='pca-trajectory'")
+            (xy, loss, batch_size, trainable) = hessian_data
+            dirs, info = hessian_directions(model, base, dims, xy, loss, trainable=trainable,
+                                            batch_size=batch_size, seed=seed)
+            return directions, dirs, info
         if directions == "filter-normalized":
             if trajectory is not None:
                 raise ConfigError("trajectory is only used with directions='pca-trajectory'")

@@ -24,13 +24,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 
 from deepscope.errors import ConfigError, unknown_name
 from deepscope.landscape.dss import (BEAD_MODES, LEVELS, bead_task, check_bead_train,
@@ -55,18 +53,6 @@ def _number(name: str, v: Any, *, low: float, low_open: bool, high: float | None
         rng = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}" if high else "")
         raise ConfigError(f"{name} must be a finite number {rng}, got {v!r}")
     return float(v)
-
-
-def _resolve(m, name: str):
-    """nn.Module or checkpoint path -> (module, checkpoint or None)."""
-    if isinstance(m, nn.Module):
-        return m, None
-    if isinstance(m, (str, Path)):
-        from deepscope.train.checkpoint import load_checkpoint
-        ck = load_checkpoint(m)
-        return ck.model, ck
-    raise ConfigError(f"{name} must be an nn.Module or a checkpoint path, got "
-                      f"{type(m).__name__}")
 
 
 def _bead_runner(evaluator, arch, level: str, target: float, options: dict, engine: str,
@@ -153,8 +139,9 @@ def connect(a, b, data=None, method: str = "dss", threshold: float | None = None
     options = check_bead_train(bead_train)
     n_workers = check_engine(engine, workers, address, threads=threads)
 
-    model_a, ck_a = _resolve(a, "a")
-    model_b, ck_b = _resolve(b, "b")
+    from deepscope.landscape.interpolate import resolve_model
+    model_a, ck_a = resolve_model(a, "a")
+    model_b, ck_b = resolve_model(b, "b")
     if data is None:
         if ck_a is None:
             raise ConfigError("data is required unless a is a checkpoint (whose dataset is "

@@ -119,9 +119,8 @@ def test_cuda_hvp_equals_dense_hessian():
 
 
 def test_new_probes_on_cuda_match_cpu(digits):
-    """Every data-dependent probe gives the CPU's numbers for a model on the GPU."""
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cuda.matmul.allow_tf32 = False
+    """Every data-dependent probe gives the CPU's numbers for a model on the GPU (at the
+    process's TF32 defaults: the probes run at IEEE float32, deepscope._precision)."""
     m = _mlp(digits).eval()
     g = copy.deepcopy(m).cuda()
     fp = state_fingerprint(g)
@@ -142,3 +141,32 @@ def test_new_probes_on_cuda_match_cpu(digits):
     for fn, rel in checks:  # abs: the barrier of two untrained nets is a float32 difference
         assert fn(g) == pytest.approx(fn(m), rel=rel, abs=1e-6)  # of ~2.3-sized losses
     assert state_fingerprint(g) == fp
+
+
+def test_conv_net_probes_ignore_tf32_settings(digits):
+    """A training script's TF32 settings (cuDNN convolutions and matmuls) do not reach the
+    probes: a CNN's float32 Hessian eigenvalue and margins on the GPU match the CPU's."""
+    from deepscope._precision import precision_flags
+    before = precision_flags()
+    prec = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.conv.fp32_precision = "tf32"
+    try:
+        m = build_model({"arch": "cnn", "input_shape": list(digits.input_shape),
+                         "num_outputs": digits.num_outputs, "channels": [16, 32],
+                         "fc": [64, 32]}, seed=0).eval()
+        g = copy.deepcopy(m).cuda()
+        x, y = digits.split("train")
+        kw = dict(which="top", k=1, tol=1e-6, progress=False)
+        ref = deepscope.hessian(m, (x, y), **kw).summary["top_eigenvalue"]
+        got = deepscope.hessian(g, (x, y), **kw).summary["top_eigenvalue"]
+        assert got == pytest.approx(ref, rel=2e-5)
+        sig_cpu = deepscope.margins(m, digits, progress=False).signature()
+        sig_gpu = deepscope.margins(g, digits, progress=False).signature()
+        assert sig_gpu.to_numpy() == pytest.approx(sig_cpu.to_numpy(), rel=1e-4, abs=1e-6)
+        assert precision_flags()["cudnn.conv"] == "tf32"
+    finally:
+        torch.set_float32_matmul_precision(prec)
+        for key, value in before.items():
+            backend, op = key.split(".")
+            getattr(getattr(torch.backends, backend), op).fp32_precision = value

@@ -44,6 +44,7 @@ from deepscope.errors import ConfigError, ModelError
 from deepscope.linalg.lanczos import top_eigenvalues
 from deepscope.linalg.slq import slq
 from deepscope.linalg.trace import trace_estimate
+from deepscope._precision import ieee_float32
 
 __all__ = ["hessian", "QUANTITIES"]
 
@@ -106,6 +107,7 @@ def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: in
     return rows
 
 
+@ieee_float32
 def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
             which: Iterable[str] | str = QUANTITIES, trace_method: str = "hutch++",
             probes: int = 100, density_runs: int = 3, lanczos_steps: int = 64,

@@ -38,6 +38,7 @@ from torch.overrides import TorchFunctionMode
 from deepscope._params import eval_mode, params_of
 from deepscope.errors import ConfigError
 from deepscope.train.callbacks import Callback
+from deepscope._precision import ieee_float32
 
 __all__ = ["NTKMonitor", "GramTracker", "activation_patterns", "flipped_fraction",
            "weight_displacement", "MONITOR_COLUMNS"]
@@ -70,6 +71,7 @@ class _FunctionalReLUs(TorchFunctionMode):
 
 
 @torch.no_grad()
+@ieee_float32
 def activation_patterns(model: nn.Module, x: Tensor, *, batch_size: int = 1024
                         ) -> dict[str, Tensor]:
     """Boolean activation patterns (pre-activation > 0) at every ReLU on inputs ``x``.

@@ -55,6 +55,7 @@ from deepscope._params import buffers_of, eval_mode, params_of
 from deepscope._progress import progress_bar
 from deepscope.dynamics.result import NTK_COLUMNS, NTKResult
 from deepscope.errors import ConfigError, ModelError, ShapeError, unknown_name
+from deepscope._precision import ieee_float32
 
 __all__ = ["ntk", "probe_inputs", "ntk_probe", "METHODS"]
 
@@ -238,6 +239,7 @@ def _vp_kernel(ker: _Kernel, x: Tensor, mode: str, k: int, P: int, block: int, c
     return theta
 
 
+@ieee_float32
 def ntk(model: nn.Module, probe_data, *, outputs: str | int = "sum", batch_size: int = 64,
         method: str = "auto", device=None, dtype: torch.dtype | None = None,
         max_samples: int | None = None, seed: int = 0, max_memory_mb: float = DEFAULT_MEMORY_MB,

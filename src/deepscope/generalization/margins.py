@@ -44,9 +44,10 @@ every model of a zoo has the same four layer positions ``l0..l3`` and the same 2
 features (position = relative depth). ``layers=`` names modules (or ``"input"``) explicitly instead.
 
 Devices: everything runs on the model's device (or ``device=``). On CUDA in float64 the
-margins agree with the CPU to ~1e-14; in float32 PyTorch's default TF32 cuDNN convolutions
-move conv-net margins by up to ~1e-1 relative for points near the boundary (1e-6 without
-TF32: ``torch.backends.cudnn.allow_tf32 = False``).
+margins agree with the CPU to ~1e-14. In float32, TF32 cuDNN convolutions (PyTorch's default
+on Ampere and later GPUs) moved conv-net margins by up to ~1e-1 relative for points near the
+boundary (1e-6 without TF32), so :func:`margins` runs at IEEE float32 whatever the process's
+TF32 / bfloat16 settings (:mod:`deepscope._precision`).
 
 Signature (Sec. 3.2 of the paper): per layer the quartiles ``Q1, Q2 (median), Q3`` of the
 normalized margins of the (correctly classified) points, and the fences ``Q1 - 1.5 IQR`` and
@@ -72,6 +73,7 @@ from deepscope._device import resolve_device
 from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, ModelError, ShapeError
 from deepscope.result import Result
+from deepscope._precision import ieee_float32
 
 __all__ = ["margins", "MarginResult", "default_margin_layers", "signature_names",
            "log_features", "COLUMNS", "STATS", "EPS", "LOG_FLOOR"]
@@ -318,6 +320,7 @@ def _total_variation(net, cap, layers, x, y, batch_size, device, dtype, enabled)
 
 # ----------------------------------------------------------------------------- main
 
+@ieee_float32
 def margins(model, data=None, layers: Sequence[str] | str | None = None, *,
             split: str = "train", batch_size: int = 512, correct_only: bool = True,
             device=None, progress: bool = True) -> MarginResult:

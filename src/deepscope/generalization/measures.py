@@ -69,6 +69,7 @@ from deepscope.generalization.flatness import (MAG_EPS, NoiseEvaluator, check_la
                                                pacbayes_sigma, sharpness_alpha)
 from deepscope.generalization.norms import PATH_NORM_MODULES, layer_norm_table, path_norm
 from deepscope.result import Result
+from deepscope._precision import ieee_float32
 
 __all__ = ["measures", "MeasuresResult", "MEASURES", "output_margins", "COLUMNS"]
 
@@ -376,6 +377,7 @@ def _family_values(fam: str, ctx: _Context, names: list[str]) -> dict[str, tuple
     return out
 
 
+@ieee_float32
 def measures(model: nn.Module, data, *, init_params: dict[str, Tensor] | None = None,
              which=None, seed: int = 0, batch_size: int = 1024,
              max_samples: int | None = None, progress: bool = True) -> MeasuresResult:

@@ -44,6 +44,7 @@ from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, ModelError
 from deepscope.landscape.interpolate import check_same_architecture, resolve_model
 from deepscope.landscape.result_paths import ALIGN_COLUMNS, AlignResult
+from deepscope._precision import ieee_float32
 
 __all__ = ["align", "permutation_spec", "apply_permutations", "PermutationSpec", "Axis"]
 
@@ -330,6 +331,7 @@ def _distance(pa: Mapping[str, Tensor], pb: Mapping[str, Tensor]) -> float:
 
 # ------------------------------------------------------------------ weight matching
 
+@ieee_float32
 def align(a, b, *, max_iter: int = 100, seed: int = 0, progress: bool = False) -> AlignResult:
     """Permute ``b``'s hidden units to match ``a`` (Git Re-Basin weight matching).
 

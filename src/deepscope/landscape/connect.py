@@ -34,6 +34,7 @@ from deepscope.errors import ConfigError, unknown_name
 from deepscope.landscape.dss import (BEAD_MODES, LEVELS, bead_task, check_bead_train,
                                      find_connection, geodesic_length, level_of)
 from deepscope.landscape.result_connect import COLUMNS, ConnectResult
+from deepscope._precision import ieee_float32
 
 __all__ = ["connect", "METHODS", "ConnectResult"]
 
@@ -79,6 +80,7 @@ def _bead_runner(evaluator, arch, level: str, target: float, options: dict, engi
     return run
 
 
+@ieee_float32
 def connect(a, b, data=None, method: str = "dss", threshold: float | None = None, *,
             level: str = "train_loss", alpha: float = 0.95, tol: float = 0.0,
             grid: int = 20, bead: str = "max", max_depth: int = 10,

@@ -34,6 +34,7 @@ from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, ModelError, unknown_name
 from deepscope.landscape.evaluate import BN_MODES, PointEvaluator, has_batchnorm
 from deepscope.landscape.result_paths import InterpolationResult
+from deepscope._precision import ieee_float32
 
 __all__ = ["interpolate", "barrier", "resolve_model", "check_same_architecture"]
 
@@ -106,6 +107,7 @@ def _interp_buffers(a: nn.Module, b: nn.Module, t: float) -> dict[str, Tensor]:
     return out
 
 
+@ieee_float32
 def interpolate(a, b, data=None, steps: int = 25, *, bn: str = "recompute", loss: str | None = None,
                 batch_size: int = 1024, max_samples: int | None = None,
                 bn_samples: int | None = None, progress: bool = True,

@@ -60,6 +60,7 @@ from deepscope.landscape.surface_resume import (RESUME_FORMAT, open_resume, resu
 from deepscope.landscape.surface_shortcut import FIRST_LAYER_MODES, SHORTCUT_MIN_FAN_IN
 from deepscope.train.evaluate import (_check_output, check_loss_fits, default_loss,
                                       model_device_dtype)
+from deepscope._precision import ieee_float32
 
 __all__ = ["surface", "DIRECTION_KINDS", "BN_MODES", "ENGINES", "RESUME_FORMAT",
            "FIRST_LAYER_MODES", "SHORTCUT_MIN_FAN_IN"]
@@ -115,6 +116,7 @@ def _subset(x: Tensor, y: Tensor, max_samples: int | None, seed: int, tag: int
     return x, y
 
 
+@ieee_float32
 def surface(model: nn.Module, data, dims: int = 2, steps: int | Sequence[int] = 25,
             span=None, directions="filter-normalized", *, trajectory: Sequence | None = None,
             split: str = "train", loss: str | None = None, batch_size: int = 4096,

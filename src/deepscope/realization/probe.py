@@ -31,6 +31,7 @@ from deepscope.realization.distance import realization_distance, resolve_domain
 from deepscope.realization.pathologies import PATHOLOGY_COLUMNS, detect_pathologies
 from deepscope.realization.result import NEURON_COLUMNS, RealizationResult
 from deepscope.realization.shallow import as_shallow
+from deepscope._precision import ieee_float32
 
 __all__ = ["realization"]
 
@@ -43,6 +44,7 @@ def _cosines(V: np.ndarray, U: np.ndarray) -> np.ndarray:
     return np.clip(cos, -1.0, 1.0)
 
 
+@ieee_float32
 def realization(a, b, domain=None, *, samples: int = 4096, seed: int = 0, ord=2,
                 max_data: int | None = 10000, direction_tol: float = 1e-3,
                 outer_tol: float = 1e-3, balance_ratio: float = 10.0,

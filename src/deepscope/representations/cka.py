@@ -39,6 +39,7 @@ from deepscope._progress import progress_bar
 from deepscope.errors import ConfigError, DataError, ShapeError
 from deepscope.representations.activations import capture_activations, resolve_data
 from deepscope.result import Result
+from deepscope._precision import ieee_float32
 
 __all__ = ["linear_cka", "cka", "CKAResult", "CKA_COLUMNS"]
 
@@ -183,6 +184,7 @@ def _sample(n: int, max_samples: int | None, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
 
 
+@ieee_float32
 def cka(model_a: nn.Module, data, model_b: nn.Module | None = None, layers_a=None,
         layers_b=None, unbiased: bool = False, *, split: str = "train",
         max_samples: int | None = 2048, seed: int = 0, include_input: bool = False,

@@ -38,6 +38,7 @@ from deepscope.errors import ConfigError, DataError, ShapeError
 from deepscope.representations.activations import (INPUT_LAYER, capture_activations,
                                                    layer_types, resolve_data)
 from deepscope.result import Result
+from deepscope._precision import ieee_float32
 
 __all__ = ["gdv", "gdv_of", "gdv_probe", "GDVStats", "GDVResult", "GDV_COLUMNS",
            "subsample_per_class", "first_local_minimum"]
@@ -236,6 +237,7 @@ def first_local_minimum(values) -> int:
     return len(v) - 1
 
 
+@ieee_float32
 def gdv(model: nn.Module, data, layers=None, *, split: str = "train",
         max_per_class: int | None = None, seed: int = 0, include_input: bool = True,
         batch_size: int = 512, block_size: int = 1024, device=None,

@@ -37,6 +37,7 @@ from deepscope.weights.matrices import DEFAULT_MIN_DIM, DEFAULT_MIN_EVALS, Layer
 from deepscope.weights.mp import DEFAULT_TW_MARGIN, mp_edges, tracy_widom_scale
 from deepscope.weights.result import COLUMNS, SpectraResult, summarize
 from deepscope.weights.sources import iter_layer_matrices
+from deepscope._precision import ieee_float32
 
 __all__ = ["spectra"]
 
@@ -105,6 +106,7 @@ def _module_if_checkpoint(source, streaming: bool):
     return source
 
 
+@ieee_float32
 def spectra(model, *, layers=None, conv: str = "slices", min_dim: int = DEFAULT_MIN_DIM,
             min_evals: int = DEFAULT_MIN_EVALS, max_dim: int | None = None,
             min_tail: int | None = None, bootstrap: int = 0, ci_level: float = 0.9,

@@ -62,3 +62,27 @@ def test_start_option(checkpoint, capsys):
     assert args.func(args) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["settings"]["order"] == "magnitude"
+
+
+def test_vectors_file(checkpoint, capsys, tmp_path):
+    from safetensors import safe_open
+
+    from deepscope.errors import ConfigError
+    from deepscope.train.checkpoint import load_checkpoint
+    path = tmp_path / "top.safetensors"
+    args = parse(checkpoint, "--k", "2", "--which", "top", "--vectors", path,
+                 "--format", "json", "--quiet")
+    assert args.func(args) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    params = dict(load_checkpoint(checkpoint).model.named_parameters())
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        keys = set(f.keys())
+        assert keys == {f"v{i}.{n}" for i in range(2) for n in params}
+        v0 = [f.get_tensor(f"v0.{n}") for n in params]
+    assert json.loads(meta["eigenvalues"]) == pytest.approx(summary["eigenvalues"])
+    assert float(sum((t.double() ** 2).sum() for t in v0)) == pytest.approx(1.0, abs=1e-5)
+    for bad in (["--which", "trace", "--vectors", path], ["--vectors", tmp_path / "v.txt"]):
+        args = parse(checkpoint, *bad, "--quiet")
+        with pytest.raises(ConfigError, match="--vectors"):
+            args.func(args)

@@ -236,3 +236,39 @@ def test_order_by_magnitude_finds_a_dominant_negative_eigenvalue():
     assert mag.settings["order"] == "magnitude"
     with pytest.raises(ConfigError, match="order"):
         hessian(model, data, order="smallest", **kw)
+
+
+def test_eigenvectors_against_the_dense_hessian(mlp, cdata):
+    """vectors=True: unit-norm eigenvectors over the trainable parameters, H v = λ v against
+    a dense float64 Hessian, orthonormal, parallel to the dense eigenvectors, sign fixed."""
+    x, y = cdata
+    model = small_mlp()
+    for p in model[0].parameters():  # frozen: not in the vectors
+        p.requires_grad_(False)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    H = dense_hessian(model, x, y, names=trainable)
+    lam, U = torch.linalg.eigh(H)
+    res = hessian(model, (x, y), k=3, which="top", tol=1e-10, vectors=True, **F64)
+    assert len(res.eigenvectors) == 3 and res.settings["vectors"] is True
+    V = []
+    for i, vec in enumerate(res.eigenvectors):
+        assert list(vec) == trainable
+        for name, t in vec.items():
+            assert t.shape == dict(model.named_parameters())[name].shape
+        v = torch.cat([vec[n].reshape(-1) for n in trainable])
+        assert float(v.norm()) == pytest.approx(1.0, abs=1e-12)
+        assert float(v[int(v.abs().argmax())]) > 0
+        lam_i = res.eigenvalues()[i]
+        assert float((H @ v - lam_i * v).norm()) <= 1e-8 * float(lam[-1])
+        assert abs(float(U[:, -1 - i] @ v)) == pytest.approx(1.0, abs=1e-8)
+        V.append(v)
+    V = torch.stack(V)
+    torch.testing.assert_close(V @ V.T, torch.eye(3, dtype=V.dtype), atol=1e-10, rtol=0)
+    # float32, seed-independent up to rounding (the sign is canonical)
+    a = hessian(mlp, (x, y), k=1, which="top", vectors=True, seed=0, progress=False)
+    b = hessian(mlp, (x, y), k=1, which="top", vectors=True, seed=5, progress=False)
+    va, vb = (torch.cat([t.reshape(-1) for t in r.eigenvectors[0].values()]) for r in (a, b))
+    assert float((va - vb).norm()) < 1e-3
+    assert hessian(mlp, (x, y), k=1, which="top", progress=False).eigenvectors == []
+    with pytest.raises(ConfigError, match="vectors"):
+        hessian(mlp, (x, y), which="trace", vectors=True, progress=False)

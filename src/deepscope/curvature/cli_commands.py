@@ -6,6 +6,7 @@ DeepscopeErrors raised by the API become exit code 2 in the CLI's main.
     deepscope hessian run.safetensors --k 5 --which top,trace --probes 100
     deepscope hessian run.safetensors --per-layer --max-samples 2048 --format csv
     deepscope hessian run.safetensors --which density --out hess/   # table, summary, density
+    deepscope hessian run.safetensors --which top --k 2 --vectors top2.safetensors
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from deepscope._cli_common import emit
 from deepscope._cli_common import positive_int as _positive_int
 
-__all__ = ["_add_hessian", "_cmd_hessian", "HESSIAN_COMMANDS"]
+__all__ = ["_add_hessian", "_cmd_hessian", "write_vectors", "HESSIAN_COMMANDS"]
 
 
 def _quantities(text: str) -> tuple[str, ...]:
@@ -66,6 +67,9 @@ def _add_hessian(sub) -> None:
     p.add_argument("--format", choices=("table", "json", "csv"), default="table")
     p.add_argument("--out", type=Path, default=None,
                    help="write hessian.csv, summary.json, density.csv and density.png here")
+    p.add_argument("--vectors", type=Path, default=None, metavar="FILE.safetensors",
+                   help="also write the top-k eigenvectors (tensors 'v0.<parameter>', "
+                        "'v1.<parameter>', ...; eigenvalues in the metadata)")
     p.set_defaults(func=_cmd_hessian)
 
 
@@ -84,10 +88,33 @@ def _write_out(res, out: Path) -> None:
         (out / "density.png").write_bytes(figure_png(plot_density(res)))
 
 
+def write_vectors(res, path: Path) -> None:
+    """The result's eigenvectors as one safetensors file: ``v{i}.{parameter}`` tensors, the
+    eigenvalues (JSON list) in the metadata."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from deepscope._io import atomic_write
+    tensors = {f"v{i}.{name}": t.detach().cpu().contiguous()
+               for i, vec in enumerate(res.eigenvectors) for name, t in vec.items()}
+    meta = {"format": "deepscope-hessian-eigenvectors",
+            "eigenvalues": json.dumps([float(v) for v in res.eigenvalues()]),
+            "curvature": str(res.summary["curvature"])}
+    with atomic_write(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
 def _cmd_hessian(args) -> int:
     import torch
     from deepscope.curvature import hessian
+    from deepscope.errors import ConfigError
     from deepscope.train.checkpoint import load_checkpoint
+    if args.vectors is not None:
+        if "top" not in args.which:
+            raise ConfigError(f"--vectors needs 'top' in --which, got {','.join(args.which)}")
+        if args.vectors.suffix != ".safetensors":
+            raise ConfigError(f"--vectors: expected a .safetensors path, got {args.vectors}")
     ckpt = load_checkpoint(args.checkpoint)
     res = hessian(ckpt.model, ckpt.dataset(), loss=ckpt.loss_name, k=args.k, which=args.which,
                   trace_method=args.trace_method, probes=args.probes,
@@ -96,9 +123,12 @@ def _cmd_hessian(args) -> int:
                   batch_size=args.batch_size, max_samples=args.max_samples, tol=args.tol,
                   rtol=args.rtol, start=args.start, order=args.order,
                   seed=args.seed, dtype=torch.float64 if args.float64 else torch.float32,
-                  device=args.device, progress=not args.quiet)
+                  device=args.device, vectors=args.vectors is not None,
+                  progress=not args.quiet)
     if args.out is not None:
         _write_out(res, args.out)
+    if args.vectors is not None:
+        write_vectors(res, args.vectors)
     return emit(res, args.format)
 
 

@@ -49,7 +49,7 @@ from deepscope._params import buffers_of, eval_mode, flatten, params_of, unflatt
 from deepscope.errors import ConfigError, ModelError, ShapeError, unknown_name
 
 __all__ = ["CurvatureOperator", "prepare_data", "resolve_loss", "check_deterministic",
-           "parameter_blocks", "stable_cross_entropy", "LOSSES"]
+           "parameter_blocks", "stable_cross_entropy", "canonical_sign", "LOSSES"]
 
 LOSSES = ("cross_entropy", "mse")
 
@@ -91,6 +91,12 @@ def stable_cross_entropy(out: Tensor, y: Tensor) -> Tensor:
     target = F.one_hot(y, out.shape[1]).bool()
     margins = (out - out.gather(1, y.unsqueeze(1))).masked_fill(target, 0.0)
     return torch.logsumexp(margins, dim=1).mean()
+
+
+def canonical_sign(v: Tensor) -> Tensor:
+    """``v`` or ``-v``, whichever has its entry of largest magnitude positive (an
+    eigenvector's sign is arbitrary; this makes it reproducible across runs and devices)."""
+    return v if float(v[int(v.abs().argmax())]) >= 0 else -v
 
 
 def resolve_loss(loss, task: str) -> tuple[Callable[[Tensor, Tensor], Tensor], str]:
@@ -299,6 +305,14 @@ class CurvatureOperator:
         return total
 
     __call__ = matvec
+
+    def as_params(self, v: Tensor) -> dict[str, Tensor]:
+        """A flat vector of length ``dim`` as ``{parameter name: tensor}`` (copies, in the
+        parameters' shapes; the layout of :meth:`matvec`)."""
+        if v.dim() != 1 or v.numel() != self.dim:
+            raise ShapeError(f"expected a vector of length {self.dim}, "
+                             f"got shape {tuple(v.shape)}")
+        return {k: t.clone() for k, t in unflatten(v, self.layout).items()}
 
     def matmat(self, V: Tensor) -> Tensor:
         """Products with the rows of ``V`` (c, dim) -> (c, dim), ``chunk_size`` rows at a time

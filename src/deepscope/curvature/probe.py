@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from deepscope._progress import progress_bar
-from deepscope.curvature.operators import (CurvatureOperator, check_deterministic,
-                                           parameter_blocks, prepare_data, resolve_loss)
+from deepscope.curvature.operators import (CurvatureOperator, canonical_sign,
+                                           check_deterministic, parameter_blocks,
+                                           prepare_data, resolve_loss)
 from deepscope.curvature.result import COLUMNS, HessianResult
 from deepscope.curvature.start import START_MODES, output_layer_start
 from deepscope.errors import ConfigError, ModelError
@@ -71,7 +72,8 @@ def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: in
                 tol, rtol, trace_method: str, probes: int, density_runs: int,
                 lanczos_steps: int,
                 seed: int, eig_method: str, densities: dict, start_info: dict,
-                start: str = "random", data=None, order: str = "largest") -> list[dict]:
+                start: str = "random", data=None, order: str = "largest",
+                vectors: list | None = None) -> list[dict]:
     rows = []
     common = {"block": name, "num_params": op.dim}
     if "top" in which:
@@ -85,10 +87,14 @@ def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: in
             start_info.update(info)
         before = op.num_matvecs
         method = eig_method if kk < op.dim else "lanczos"  # ARPACK needs k < dim
+        want_vectors = vectors is not None and name == "all"
         eig = top_eigenvalues(op, op.dim, kk, which=order, tol=tol, rtol=rtol, seed=seed,
                               dtype=op.dtype, device=op.device, method=method, v0=v0,
-                              lower_bounds=bounds)
+                              lower_bounds=bounds, return_vectors=want_vectors)
         used = op.num_matvecs - before
+        if want_vectors:
+            vectors += [op.as_params(canonical_sign(eig.eigenvectors[:, i]))
+                        for i in range(kk)]
         for i in range(kk):
             rows.append({**common, "quantity": "eigenvalue", "index": i,
                          "value": float(eig.eigenvalues[i]), "stderr": math.nan,
@@ -116,7 +122,7 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
             rtol: float | None = None,
             eig_method: str = "lanczos", seed: int = 0, dtype: torch.dtype = torch.float32,
             device=None, start: str = "random", order: str = "largest",
-            progress: bool = True) -> HessianResult:
+            vectors: bool = False, progress: bool = True) -> HessianResult:
     """Curvature of the training loss: top-k eigenvalues, trace and spectral density.
 
     Args:
@@ -147,6 +153,10 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
             of the output layer's diagonal block, from cheap block products, plus 10%
             noise: fewer full products on trained classifiers, more at initialization;
             :mod:`deepscope.curvature.start`). Lanczos only; per-layer blocks start random.
+        vectors: also return the top-k eigenvectors of the whole model's Hessian
+            (:attr:`HessianResult.eigenvectors`: per eigenvalue, unit norm over the
+            trainable parameters, ``{name: tensor}`` in the parameters' shapes; sign:
+            the entry of largest magnitude positive). Needs ``"top"`` in ``which``.
         seed: seeds the start vectors and probes; dtype: float32 or float64.
         device: where to compute (None: the model's device).
         progress: a progress bar counting Hessian-vector products.
@@ -169,6 +179,8 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
         raise ConfigError(f"order must be 'largest' or 'magnitude', got {order!r}")
     if start not in START_MODES:
         raise ConfigError(f"start must be one of {START_MODES}, got {start!r}")
+    if vectors and "top" not in which:
+        raise ConfigError(f"vectors=True needs 'top' in which, got which={which!r}")
     if start != "random" and eig_method != "lanczos":
         raise ConfigError(f"start={start!r} applies to eig_method='lanczos' only")
     per = {False: None, True: "module", "module": "module", "parameter": "parameter"}
@@ -197,6 +209,7 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
     rows: list[dict] = []
     densities: dict = {}
     start_info: dict = {}
+    eigenvectors: list | None = [] if vectors else None
     total_hvps = 0
     with progress_bar(total=None, enabled=progress, desc="ggn products" if ggn
                       else "Hessian-vector products", unit="hvp") as bar:
@@ -210,7 +223,7 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
                                 lanczos_steps=lanczos_steps, seed=seed,
                                 eig_method=eig_method, densities=densities,
                                 start=start, start_info=start_info, order=order,
-                                data=(x, y, loss_fn, batch_size))
+                                data=(x, y, loss_fn, batch_size), vectors=eigenvectors)
             total_hvps += op.num_matvecs  # full products (start_hvps: the block's)
     elapsed = time.perf_counter() - t0
 
@@ -244,7 +257,10 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
                 "probes": probes, "density_runs": density_runs,
                 "lanczos_steps": lanczos_steps, "per_layer": per[per_layer], "ggn": ggn,
                 "batch_size": batch_size, "max_samples": max_samples, "tol": tol, "rtol": rtol,
-                "eig_method": eig_method, "start": start, "order": order, "seed": seed, "dtype": str(dtype).replace("torch.", ""),
+                "eig_method": eig_method, "start": start, "order": order,
+                "vectors": bool(vectors), "seed": seed,
+                "dtype": str(dtype).replace("torch.", ""),
                 "device": str(device) if device is not None else None}
     return HessianResult(kind="ggn" if ggn else "hessian", table=table, summary=summary,
-                         settings=settings, densities=densities)
+                         settings=settings, densities=densities,
+                         eigenvectors=eigenvectors or [])

@@ -15,6 +15,11 @@ num_hvps    operator products that this quantity of this block used
 method      ``"lanczos"`` / ``"scipy"``, ``"hutch++"`` / ``"hutchinson"``
 ==========  ==========================================================================
 
+With ``hessian(..., vectors=True)``, :attr:`HessianResult.eigenvectors` holds the top-k
+eigenvectors of block ``"all"`` (``{parameter name: tensor}``, unit norm over the trainable
+parameters); they are not part of ``to_dict`` / ``to_json`` (the CLI writes them with
+``--vectors FILE.safetensors``).
+
 The spectral density is not a table: :attr:`HessianResult.densities` maps a block to its
 :class:`~deepscope.linalg.slq.SpectralDensity` (grid, density, quadrature nodes/weights);
 ``density_grid`` / ``density`` are those of block ``"all"``.
@@ -25,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from torch import Tensor
 
 from deepscope.linalg.slq import SpectralDensity
 from deepscope.result import Result
@@ -38,9 +44,11 @@ COLUMNS = ("block", "num_params", "quantity", "index", "value", "stderr", "resid
 
 @dataclass(repr=False)
 class HessianResult(Result):
-    """:class:`~deepscope.result.Result` plus SLQ spectral densities per block."""
+    """:class:`~deepscope.result.Result` plus SLQ spectral densities per block and, when
+    asked for, the top eigenvectors."""
 
     densities: dict[str, SpectralDensity] = field(default_factory=dict)
+    eigenvectors: list[dict[str, Tensor]] = field(default_factory=list)
 
     @property
     def density_grid(self) -> np.ndarray | None:

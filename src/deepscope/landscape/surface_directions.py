@@ -32,7 +32,8 @@ def hessian_directions(model: nn.Module, base: dict[str, Tensor], dims: int, dat
     Hessian at the center, over the ``trainable`` parameters (others: zero), as PyHessian's
     plots of the loss along its top eigenvectors; sign: the entry of largest magnitude is
     positive. ``data`` is the evaluated ``(x, y)``."""
-    from deepscope.curvature.operators import CurvatureOperator, resolve_loss
+    from deepscope.curvature.operators import (CurvatureOperator, canonical_sign,
+                                               resolve_loss)
     from deepscope.errors import ModelError
     from deepscope.linalg import top_eigenvalues
     x, y = data
@@ -46,12 +47,8 @@ def hessian_directions(model: nn.Module, base: dict[str, Tensor], dims: int, dat
                           device=ref.device, return_vectors=True)
     dirs = []
     for i in range(eig.eigenvectors.shape[1]):
-        v = eig.eigenvectors[:, i]
-        v = v * (1.0 if float(v[int(v.abs().argmax())]) >= 0 else -1.0)
-        d, off = {n: torch.zeros_like(t) for n, t in base.items()}, 0
-        for n, shape in op.layout:
-            d[n] = v[off:off + shape.numel()].view(shape).to(base[n].dtype).clone()
-            off += shape.numel()
+        d = {n: torch.zeros_like(t) for n, t in base.items()}
+        d.update(op.as_params(canonical_sign(eig.eigenvectors[:, i])))
         dirs.append(d)
     return dirs, {"hessian_eigenvalues": [float(v) for v in eig.eigenvalues],
                   "hessian_residuals": [float(r) for r in eig.residuals]}

@@ -22,18 +22,21 @@ and 2 alternating trace runs; reference λ1 = 0.22510058, λ2 = 0.12005). PyHess
     rtol=1e-3, start="output-layer"          0.41 s   2 (+8 block)    1.5e-5      0.30-0.31
 
     trace, 100 products                      deepscope   PyHessian (100 probes)   ratio
-    Hutchinson (stderr 0.042 vs 0.036)       13.3 s      14.5 s                   0.92-1.00
-    Hutch++ (default; stderr 0.026)          14.9 s      14.5 s                   1.03-1.09
+    Hutch++ (default; stderr 0.026)          10.5 s      14.7 s                   0.71
+    Hutchinson (stderr 0.042)                8.5 s       14.7 s                   0.58
+    Hutchinson, quadratic_forms="hvp"        14.5 s      14.7 s                   0.99
 
-Both sides use the same product (reverse over a kept gradient graph, ~0.13 s here, at the
-2 cores' GEMM peak of ~190 GFLOP/s), so the top-eigenvalue ratio is the count of full
-products plus set-up: a random start needs 4 for 1e-3, the output layer's block start 2
+The trace's terms zᵀHz are second-order forward (Taylor) quadratic forms
+(deepscope.curvature.taylor; 4 of a product's 8 large GEMMs here), the same estimate as
+with products to rounding; Hutch++ needs products only for its sketch (33 of 100).
+For the top eigenvalue both sides use the same product (reverse over a kept gradient graph,
+~0.13 s here, at the 2 cores' GEMM peak of ~190 GFLOP/s), so its ratio is the count of
+full products plus set-up: a random start needs 4 for 1e-3, the output layer's block start 2
 (its 8 block products cost ~0.05 s). Run-to-run noise on this shared machine is ±10% per
-product, so the trace ratios are parity. Where the target is met: the top eigenvalue with
-``start="output-layer"`` (an option: it assumes a trained classifier, see
-deepscope.curvature.start), and the Hutchinson trace; at the defaults it is not (0.41-0.48,
-1.03-1.09). Other training stages (``--train-steps``): at initialization (0 steps, λ2/λ1 =
-0.90) PyHessian stops after 18 products at error 3.1e-3; deepscope needs 15 products for
+product. Where the target is met: the trace at the defaults (and with Hutchinson); the top
+eigenvalue with ``start="output-layer"`` (an option: it assumes a trained classifier, see
+deepscope.curvature.start); with a random start it is not (0.41-0.52). Other training
+stages (``--train-steps``): at initialization (0 steps, λ2/λ1 = 0.90) PyHessian stops after 18 products at error 3.1e-3; deepscope needs 15 products for
 rtol 1e-3 from a random start (error 2.8e-4, ratio 0.87) and 13 from the output layer
 (0.84: the block's top eigenvector is a poor start there). After 3000 steps (loss 5e-6):
 PyHessian 13 products, error 4.1e-3 (float32 cross-entropy cancellation); deepscope 4
@@ -184,21 +187,24 @@ def main() -> None:
         print(f"PyHessian  top eigenvalue (power iteration, maxIter=100, tol=1e-3): "
               f"{lam_py:.8g}  rel.err {err_py:.2e}  {t_py:.2f} s  ({py_hvps[0]} HVPs)")
     # ---------------------------------------------------------------- trace, alternating
-    def ds_trace(method):
+    def ds_trace(method, forms="auto"):
         return hessian(model, (x, y), which="trace", probes=args.probes,
-                       trace_method=method, seed=args.seed, progress=False)
+                       trace_method=method, seed=args.seed, quadratic_forms=forms,
+                       progress=False)
 
     def py_trace(**kw):
         torch.manual_seed(args.seed)
         return fresh().trace(**kw)
 
-    t_tr = t_trh = t_pytr100 = t_pytr = math.nan
-    tr = trh = tv100 = None
+    t_tr = t_trh = t_trp = t_pytr100 = t_pytr = math.nan
+    tr = trh = trp = tv100 = None
     for _ in range(args.trace_repeats):
         r, dt = timed(lambda: ds_trace("hutch++"))
         tr, t_tr = r, dt if math.isnan(t_tr) else min(t_tr, dt)
         r, dt = timed(lambda: ds_trace("hutchinson"))
         trh, t_trh = r, dt if math.isnan(t_trh) else min(t_trh, dt)
+        r, dt = timed(lambda: ds_trace("hutchinson", "hvp"))
+        trp, t_trp = r, dt if math.isnan(t_trp) else min(t_trp, dt)
         if PyHessian is not None:
             try:
                 r, dt = timed(lambda: py_trace(maxIter=args.probes, tol=0.0))
@@ -206,10 +212,14 @@ def main() -> None:
             except Exception as exc:  # noqa: BLE001
                 print(f"PyHessian trace() failed: {type(exc).__name__}: {exc}")
                 PyHessian = None
-    print(f"\ndeepscope  trace (Hutch++, {args.probes} HVPs): {tr.summary['trace']:.6g} "
+    print(f"\ndeepscope  trace (Hutch++, {args.probes} products, remainder terms as "
+          f"{tr.summary['trace_quadratic_forms']} forms): {tr.summary['trace']:.6g} "
           f"± {tr.summary['trace_stderr']:.3g}  {t_tr:.2f} s")
-    print(f"deepscope  trace (Hutchinson, {args.probes} HVPs): {trh.summary['trace']:.6g}"
-          f" ± {trh.summary['trace_stderr']:.3g}  {t_trh:.2f} s")
+    print(f"deepscope  trace (Hutchinson, {args.probes} probes as "
+          f"{trh.summary['trace_quadratic_forms']} quadratic forms): "
+          f"{trh.summary['trace']:.6g} ± {trh.summary['trace_stderr']:.3g}  {t_trh:.2f} s")
+    print(f"deepscope  trace (Hutchinson, {args.probes} HVPs, quadratic_forms='hvp'): "
+          f"{trp.summary['trace']:.6g} ± {trp.summary['trace_stderr']:.3g}  {t_trp:.2f} s")
 
     # ---------------------------------------------------------------- PyHessian
     if PyHessian is None:
@@ -236,7 +246,8 @@ def main() -> None:
         print(f"  top eigenvalue ({label}): deepscope {t:.2f} s (rel.err {e:.1e}) vs PyHessian "
               f"{t_py:.2f} s (rel.err {err_py:.1e}); time ratio {t / t_py:.3f} "
               f"(target <= 0.333 at rel.err <= 1e-3: {'met' if ok else 'NOT met'})")
-    for label, t in (("Hutch++", t_tr), ("Hutchinson", t_trh)):
+    for label, t in (("Hutch++", t_tr), ("Hutchinson", t_trh),
+                     ("Hutchinson, HVPs", t_trp)):
         print(f"  trace ({label}, {args.probes} products): deepscope {t:.2f} s vs PyHessian "
               f"{args.probes} probes {t_pytr100:.2f} s (ratio {t / t_pytr100:.3f}; target <= 1: "
               f"{'met' if t <= t_pytr100 else 'NOT met'}); PyHessian at its defaults "

@@ -167,8 +167,9 @@ class CurvatureOperator:
 
     Holds the parameter/buffer snapshot and the batches; ``dim`` is the number of parameters
     in ``block`` (all by default) and ``layout`` their order in the flat vectors (as
-    :func:`deepscope._params.flatten`). ``num_matvecs`` counts products; ``callback`` (if
-    given) is called after each. :meth:`matmat` multiplies ``chunk_size`` vectors at once
+    :func:`deepscope._params.flatten`). ``num_matvecs`` counts products (and the quadratic
+    forms of :mod:`deepscope.curvature.taylor` on it, one each); ``callback`` (if given) is
+    called after each. :meth:`matmat` multiplies ``chunk_size`` vectors at once
     (forward-over-reverse under vmap). ``cache``: keep each batch's gradient graph (see the
     module docstring; default: when there is one batch).
     """

@@ -41,6 +41,7 @@ from deepscope.curvature.operators import (CurvatureOperator, canonical_sign,
                                            prepare_data, resolve_loss)
 from deepscope.curvature.result import COLUMNS, HessianResult
 from deepscope.curvature.start import START_MODES, output_layer_start
+from deepscope.curvature.taylor import QuadraticForms
 from deepscope.errors import ConfigError, ModelError
 from deepscope.linalg.lanczos import top_eigenvalues
 from deepscope.linalg.slq import slq
@@ -73,7 +74,7 @@ def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: in
                 lanczos_steps: int,
                 seed: int, eig_method: str, densities: dict, start_info: dict,
                 start: str = "random", data=None, order: str = "largest",
-                vectors: list | None = None) -> list[dict]:
+                vectors: list | None = None, quadratic_forms: str = "auto") -> list[dict]:
     rows = []
     common = {"block": name, "num_params": op.dim}
     if "top" in which:
@@ -102,8 +103,11 @@ def _block_rows(name: str, op: CurvatureOperator, which: Iterable[str], *, k: in
                          "method": method, "_converged": eig.converged})
     if "trace" in which:
         before = op.num_matvecs
+        forms = QuadraticForms(op, quadratic_forms)
         tr = trace_estimate(op, op.dim, probes, method=trace_method, seed=seed + 1,
-                            dtype=op.dtype, device=op.device)
+                            dtype=op.dtype, device=op.device, quadform=forms.rows)
+        if name == "all":
+            start_info.update({"trace_" + k: v for k, v in forms.info.items()})
         rows.append({**common, "quantity": "trace", "index": 0, "value": tr.value,
                      "stderr": tr.stderr, "residual": math.nan,
                      "num_hvps": op.num_matvecs - before, "method": trace_method})
@@ -122,7 +126,8 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
             rtol: float | None = None,
             eig_method: str = "lanczos", seed: int = 0, dtype: torch.dtype = torch.float32,
             device=None, start: str = "random", order: str = "largest",
-            vectors: bool = False, progress: bool = True) -> HessianResult:
+            vectors: bool = False, quadratic_forms: str = "auto",
+            progress: bool = True) -> HessianResult:
     """Curvature of the training loss: top-k eigenvalues, trace and spectral density.
 
     Args:
@@ -136,6 +141,12 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
             initialization it may return a negative eigenvalue).
         which: any of ``"top"``, ``"trace"``, ``"density"``.
         trace_method: ``"hutch++"`` or ``"hutchinson"``; ``probes`` is its number of products.
+        quadratic_forms: how the trace's Hutchinson terms zᵀHz are computed: ``"auto"``
+            (default: by second-order forward propagation, :mod:`deepscope.curvature.taylor`,
+            about half a Hessian-vector product each, checked against one product and
+            falling back to products where the model does not allow it; summary
+            ``trace_quadratic_forms``, ``trace_taylor_fallback``) or ``"hvp"`` (products).
+            Hutch++'s sketch always uses products.
         density_runs, lanczos_steps: SLQ start vectors and Lanczos steps per vector.
         per_layer: also per block: ``True``/``"module"`` (each module's own parameters) or
             ``"parameter"`` (each parameter tensor).
@@ -175,6 +186,8 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
         raise ConfigError(f"trace_method must be 'hutch++' or 'hutchinson', got {trace_method!r}")
     if eig_method not in ("lanczos", "scipy"):
         raise ConfigError(f"eig_method must be 'lanczos' or 'scipy', got {eig_method!r}")
+    if quadratic_forms not in ("auto", "hvp"):
+        raise ConfigError(f"quadratic_forms must be 'auto' or 'hvp', got {quadratic_forms!r}")
     if order not in ("largest", "magnitude"):
         raise ConfigError(f"order must be 'largest' or 'magnitude', got {order!r}")
     if start not in START_MODES:
@@ -223,7 +236,8 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
                                 lanczos_steps=lanczos_steps, seed=seed,
                                 eig_method=eig_method, densities=densities,
                                 start=start, start_info=start_info, order=order,
-                                data=(x, y, loss_fn, batch_size), vectors=eigenvectors)
+                                data=(x, y, loss_fn, batch_size), vectors=eigenvectors,
+                                quadratic_forms=quadratic_forms)
             total_hvps += op.num_matvecs  # full products (start_hvps: the block's)
     elapsed = time.perf_counter() - t0
 
@@ -258,7 +272,7 @@ def hessian(model: nn.Module, data, *, loss=None, k: int = 5,
                 "lanczos_steps": lanczos_steps, "per_layer": per[per_layer], "ggn": ggn,
                 "batch_size": batch_size, "max_samples": max_samples, "tol": tol, "rtol": rtol,
                 "eig_method": eig_method, "start": start, "order": order,
-                "vectors": bool(vectors), "seed": seed,
+                "vectors": bool(vectors), "quadratic_forms": quadratic_forms, "seed": seed,
                 "dtype": str(dtype).replace("torch.", ""),
                 "device": str(device) if device is not None else None}
     return HessianResult(kind="ggn" if ggn else "hessian", table=table, summary=summary,

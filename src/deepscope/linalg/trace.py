@@ -36,8 +36,11 @@ from deepscope.linalg.lanczos import Matvec, _check_dim, _generator
 
 #: ``V (c, dim) -> (A vᵢ)ᵢ (c, dim)``: products with the rows of a matrix at once.
 Matmat = Callable[[Tensor], Tensor]
+#: ``Z (c, dim) -> (zᵢᵀ A zᵢ)ᵢ (c,)``: quadratic forms of the rows, where they are cheaper
+#: than the products (deepscope.curvature.taylor); each counts as one matvec of the budget
+Quadform = Callable[[Tensor], Tensor]
 
-__all__ = ["TraceEstimate", "Matmat", "hutchinson", "hutchpp", "trace_estimate", "rademacher",
+__all__ = ["TraceEstimate", "Matmat", "Quadform", "hutchinson", "hutchpp", "trace_estimate", "rademacher",
            "orthonormal_rows"]
 
 
@@ -73,6 +76,18 @@ def _apply(matvec: Matvec, v: Tensor) -> Tensor:
     return w.to(v.dtype)
 
 
+def _forms(matvec: Matvec, matmat: Matmat | None, quadform: Quadform | None,
+           Z: Tensor) -> np.ndarray:
+    """zᵢᵀ A zᵢ for the rows of Z: ``quadform`` if given, else from the products."""
+    if quadform is not None:
+        q = quadform(Z)
+        if q.shape != (Z.shape[0],):
+            raise ShapeError(f"quadform returned shape {tuple(q.shape)}, expected "
+                             f"({Z.shape[0]},)")
+        return q.detach().to(torch.float64).cpu().numpy()
+    return (Z * _apply_rows(matvec, matmat, Z)).sum(1).cpu().numpy()
+
+
 def _apply_rows(matvec: Matvec, matmat: Matmat | None, Z: Tensor) -> Tensor:
     """Products with the rows of Z: one ``matmat`` call, or a ``matvec`` per row."""
     if matmat is None:
@@ -88,21 +103,23 @@ def _apply_rows(matvec: Matvec, matmat: Matmat | None, Z: Tensor) -> Tensor:
 
 def hutchinson(matvec: Matvec, dim: int, num_matvecs: int = 100, *,
                seed: int | torch.Generator | None = 0, dtype: torch.dtype = torch.float64,
-               device=None, matmat: Matmat | None = None, block: int = 8) -> TraceEstimate:
+               device=None, matmat: Matmat | None = None, block: int = 8,
+               quadform: Quadform | None = None) -> TraceEstimate:
     """Hutchinson's estimate of tr(A) from ``num_matvecs`` Rademacher probes.
 
     With ``matmat`` the probes go ``block`` at a time (same probes, same estimate up to
-    rounding); peak memory ~ ``block`` vectors.
+    rounding); peak memory ~ ``block`` vectors. With ``quadform`` each probe's zᵀAz comes
+    from it instead of a product (same probes, same estimate up to rounding).
     """
     dim = _check_dim(dim)
     if num_matvecs < 1:
         raise ConfigError(f"num_matvecs must be >= 1, got {num_matvecs}")
     g = _generator(seed)
     samples = np.empty(num_matvecs)
-    step = max(1, int(block)) if matmat is not None else 1
+    step = max(1, int(block)) if matmat is not None or quadform is not None else 1
     for i in range(0, num_matvecs, step):
         Z = rademacher(dim, min(step, num_matvecs - i), generator=g, dtype=dtype, device=device)
-        samples[i:i + Z.shape[0]] = (Z * _apply_rows(matvec, matmat, Z)).sum(1).cpu().numpy()
+        samples[i:i + Z.shape[0]] = _forms(matvec, matmat, quadform, Z)
     value, se = _mean_stderr(samples)
     return TraceEstimate(value, se, num_matvecs, "hutchinson", samples)
 
@@ -132,10 +149,13 @@ def orthonormal_rows(Y: Tensor) -> Tensor:
 
 def hutchpp(matvec: Matvec, dim: int, num_matvecs: int = 100, *,
             seed: int | torch.Generator | None = 0, dtype: torch.dtype = torch.float64,
-            device=None, matmat: Matmat | None = None, block: int = 8) -> TraceEstimate:
+            device=None, matmat: Matmat | None = None, block: int = 8,
+            quadform: Quadform | None = None) -> TraceEstimate:
     """Hutch++'s estimate of tr(A) with a budget of ``num_matvecs`` (>= 3) products.
 
-    With ``matmat`` the products go ``block`` rows at a time.
+    With ``matmat`` the products go ``block`` rows at a time; with ``quadform`` the exact
+    part Σ qᵢᵀAqᵢ and the remainder's terms (P g)ᵀA(P g) come from it (only the sketch A S
+    needs products).
     """
     dim = _check_dim(dim)
     if num_matvecs < 3:
@@ -156,12 +176,15 @@ def hutchpp(matvec: Matvec, dim: int, num_matvecs: int = 100, *,
     del S  # only Q stays (n_sketch x dim numbers)
     # any orthonormal Q keeps the estimate unbiased (directions A S barely spans are left out
     # of Q and their part of the trace goes to the Hutchinson remainder)
-    low_rank = float((Q * rows(Q)).sum()) if Q.shape[0] else 0.0
+    # tr(Qᵀ A Q) = Σ qᵢᵀ A qᵢ: quadratic forms as well
+    low_rank = 0.0
+    for i in range(0, Q.shape[0], step):
+        low_rank += float(_forms(matvec, matmat, quadform, Q[i:i + step]).sum())
     samples = np.empty(n_rest)
     for i in range(0, n_rest, step):
         Z = rademacher(dim, min(step, n_rest - i), generator=g, dtype=dtype, device=device)
         Z = Z - (Z @ Q.T) @ Q
-        samples[i:i + Z.shape[0]] = (Z * _apply_rows(matvec, matmat, Z)).sum(1).cpu().numpy()
+        samples[i:i + Z.shape[0]] = _forms(matvec, matmat, quadform, Z)
     rest, se = _mean_stderr(samples)
     if Q.shape[0] >= dim:  # the sketch spans the space: the estimate is exact
         rest, se = 0.0, 0.0
@@ -171,9 +194,11 @@ def hutchpp(matvec: Matvec, dim: int, num_matvecs: int = 100, *,
 def trace_estimate(matvec: Matvec, dim: int, num_matvecs: int = 100, *,
                    method: str = "hutch++", seed: int | torch.Generator | None = 0,
                    dtype: torch.dtype = torch.float64, device=None,
-                   matmat: Matmat | None = None, block: int = 8) -> TraceEstimate:
+                   matmat: Matmat | None = None, block: int = 8,
+                   quadform: Quadform | None = None) -> TraceEstimate:
     """Dispatch to :func:`hutchpp` (``"hutch++"``) or :func:`hutchinson`."""
-    kw = dict(seed=seed, dtype=dtype, device=device, matmat=matmat, block=block)
+    kw = dict(seed=seed, dtype=dtype, device=device, matmat=matmat, block=block,
+              quadform=quadform)
     if method == "hutch++":
         return hutchpp(matvec, dim, num_matvecs, **kw)
     if method == "hutchinson":

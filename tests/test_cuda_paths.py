@@ -170,3 +170,14 @@ def test_conv_net_probes_ignore_tf32_settings(digits):
         for key, value in before.items():
             backend, op = key.split(".")
             getattr(getattr(torch.backends, backend), op).fp32_precision = value
+
+
+def test_taylor_trace_on_cuda(digits):
+    """The trace's Taylor quadratic forms run on the GPU and give the CPU's estimate."""
+    m = _mlp(digits).eval()
+    x, y = digits.split("train")
+    kw = dict(which="trace", probes=20, dtype=torch.float64, seed=3, progress=False)
+    cpu = deepscope.hessian(m, (x, y), **kw)
+    gpu = deepscope.hessian(copy.deepcopy(m).cuda(), (x, y), **kw)
+    assert gpu.summary["trace_quadratic_forms"] == "taylor"
+    assert gpu.summary["trace"] == pytest.approx(cpu.summary["trace"], rel=1e-8)

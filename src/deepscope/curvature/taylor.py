@@ -234,10 +234,6 @@ def _add(a, b):
     return a if b is None else a + b
 
 
-def _scaled(c: float, t):
-    return None if t is None else c * t
-
-
 class TaylorQuadraticForm:
     """``z -> zᵀ H z`` for the Hessian of ``op`` (a :class:`CurvatureOperator`, not GGN),
     one tape per data batch, recorded on first use."""
@@ -426,10 +422,6 @@ class TaylorQuadraticForm:
         if op.callback is not None:
             op.callback()
         return total
-
-    def rows(self, Z: Tensor) -> Tensor:
-        """zᵀ H z for each row of ``Z`` (c, dim) -> (c,)."""
-        return torch.stack([self(z) for z in Z])
 
 
 _CONV = {torch.conv1d, torch.conv2d, torch.conv3d, F.conv1d, F.conv2d, F.conv3d}
